@@ -1,0 +1,1 @@
+"""Restock's shared contracts: settings, messages, tables, topology, broker helpers, telemetry."""

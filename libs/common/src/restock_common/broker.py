@@ -1,0 +1,210 @@
+"""Publish and consume over RabbitMQ (aio-pika), with the guarantees DESIGN.md asks for.
+
+- ``Broker.publish`` waits for the publisher confirm and uses ``mandatory``: when it returns, the broker
+  has the message on disk in a queue, or it raised.
+- ``Broker.consume`` runs a handler per message and turns the handler's ``Outcome`` into the message's
+  fate: ``ACK`` after the handler committed its work, ``REQUEUE`` for a transient failure, ``POISON`` to
+  the dead-letter exchange with a logged reason. A message that cannot be decoded is poison; an
+  unexpected exception requeues it, and ``x-delivery-limit`` turns a message that always fails into
+  poison. The W3C trace context travels in the headers and the handler runs inside a CONSUMER span.
+- ``Consumer.stop`` is the graceful shutdown: stop taking messages, let in-flight handlers finish, ack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import aio_pika
+import msgspec
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
+
+from restock_common import topology
+from restock_common.messages import Message, decode, encode
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("restock.broker")
+
+M = TypeVar("M", bound=Message)
+
+
+class Outcome(enum.Enum):
+    """What happens to a consumed message."""
+
+    ACK = "ack"  # done (or nothing to do): remove it
+    REQUEUE = "requeue"  # try again later (counts towards x-delivery-limit)
+    POISON = "poison"  # never processable: to the dead-letter exchange, with a logged reason
+
+
+Handler = Callable[[M], Awaitable[Outcome]]
+
+
+class Broker:
+    """One robust connection, one confirming publish channel, the declared topology."""
+
+    def __init__(self, connection: AbstractRobustConnection, delivery_limit: int) -> None:
+        self.connection = connection
+        self.delivery_limit = delivery_limit
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+
+    @classmethod
+    async def connect(cls, url: str, *, delivery_limit: int = 5, heartbeat: int = 15) -> Broker:
+        """Connect (reconnecting on loss) and declare the shared exchanges and the poison queue."""
+        connection = await aio_pika.connect_robust(url, heartbeat=heartbeat, client_properties={})
+        broker = cls(connection, delivery_limit)
+        await broker._declare()
+        return broker
+
+    async def _declare(self) -> None:
+        channel = await self.connection.channel(publisher_confirms=True)
+        self._channel = channel
+        self._exchange = await channel.declare_exchange(
+            topology.EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        dlx = await channel.declare_exchange(
+            topology.DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        poison = topology.poison_queue()
+        queue = await channel.declare_queue(poison.name, durable=True, arguments=poison.arguments)
+        await queue.bind(dlx, "#")
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the connection is up (for readiness probes)."""
+        return not self.connection.is_closed
+
+    async def publish(self, message: Message, routing_key: str, *, message_id: str | None = None) -> None:
+        """Publish persistently and wait for the broker's confirm; the current trace context rides along."""
+        assert self._exchange is not None
+        headers: dict[str, Any] = {}
+        with tracer.start_as_current_span(
+            f"{routing_key} publish",
+            kind=SpanKind.PRODUCER,
+            attributes={"messaging.system": "rabbitmq", "messaging.destination.name": topology.EXCHANGE,
+                        "messaging.rabbitmq.destination.routing_key": routing_key},
+        ):
+            propagate.inject(headers)
+            await self._exchange.publish(
+                aio_pika.Message(
+                    encode(message),
+                    content_type="application/json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    message_id=message_id or str(uuid.uuid4()),
+                    type=type(message).__name__,
+                    headers=headers,
+                ),
+                routing_key=routing_key,
+                mandatory=True,
+            )
+
+    async def declare_queue(self, spec: topology.QueueSpec) -> AbstractQueue:
+        """Declare a consumer's queue and its bindings (idempotent)."""
+        assert self._channel is not None
+        queue = await self._channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+        for key in spec.routing_keys:
+            await queue.bind(topology.EXCHANGE, key)
+        return queue
+
+    async def consume(
+        self, spec: topology.QueueSpec, kind: type[M], handler: Handler[M], *, prefetch: int
+    ) -> Consumer:
+        """Start consuming ``spec`` with ``handler``; returns the running consumer (stop it to shut down)."""
+        channel = await self.connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=prefetch)
+        queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+        for key in spec.routing_keys:
+            await queue.bind(topology.EXCHANGE, key)
+        consumer = Consumer(channel, queue, kind, handler)
+        await consumer.start()
+        return consumer
+
+    async def close(self) -> None:
+        """Close the connection (after consumers stopped)."""
+        await self.connection.close()
+
+
+class Consumer:
+    """A running subscription to one queue; see the module's rules."""
+
+    def __init__(
+        self, channel: AbstractChannel, queue: AbstractQueue, kind: type[M], handler: Handler[M]
+    ) -> None:
+        self.channel = channel
+        self.queue = queue
+        self.kind: type[Any] = kind
+        self.handler: Handler[Any] = handler
+        self._tag: str | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._tag = await self.queue.consume(self._on_message)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._in_flight.add(task)
+        try:
+            await self._process(message)
+        finally:
+            self._in_flight.discard(task)
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        context = propagate.extract(dict(message.headers or {}))
+        with tracer.start_as_current_span(
+            f"{self.queue.name} process",
+            context=context,
+            kind=SpanKind.CONSUMER,
+            attributes={"messaging.system": "rabbitmq", "messaging.destination.name": self.queue.name,
+                        "messaging.message.id": message.message_id or ""},
+        ):
+            outcome = await self._outcome(message)
+            await self._settle(message, outcome)
+
+    async def _outcome(self, message: AbstractIncomingMessage) -> Outcome:
+        try:
+            decoded = decode(message.body, self.kind)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as error:
+            log.error("poison message", extra={"queue": self.queue.name, "message_id": message.message_id,
+                                               "reason": str(error)})
+            return Outcome.POISON
+        try:
+            return await self.handler(decoded)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("handler failed; message requeued", extra={"queue": self.queue.name,
+                                                                      "message_id": message.message_id})
+            return Outcome.REQUEUE
+
+    async def _settle(self, message: AbstractIncomingMessage, outcome: Outcome) -> None:
+        if outcome is Outcome.ACK:
+            await message.ack()
+        elif outcome is Outcome.REQUEUE:
+            await message.nack(requeue=True)
+        else:
+            await message.reject(requeue=False)
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Stop taking messages, wait for in-flight handlers (up to ``timeout``), close the channel.
+        A handler still running at the deadline is cancelled; its message is redelivered."""
+        if self._tag is not None:
+            await self.queue.cancel(self._tag)
+            self._tag = None
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=timeout)
+        for task in set(self._in_flight):
+            task.cancel()
+        await self.channel.close()

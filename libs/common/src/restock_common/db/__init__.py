@@ -1,0 +1,1 @@
+"""PostgreSQL through Piccolo: the tables, the app config, the engine."""

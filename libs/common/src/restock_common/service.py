@@ -1,0 +1,63 @@
+"""What every service process shares: its HTTP port, health and readiness routes, and how it is served.
+
+Every service is a Litestar app served by uvicorn: the HTTP services (detector, admin-api) for their
+routes, the workers (dispatcher, sender) for ``/healthz``, ``/readyz`` and ``/metrics`` beside a consumer
+started in the app's lifespan. uvicorn turns SIGTERM into a graceful shutdown: it stops accepting
+requests, then runs the lifespan's shutdown, where a worker stops consuming and lets in-flight work finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+
+import uvicorn
+from litestar import Litestar, get
+from litestar.handlers import HTTPRouteHandler
+from litestar.response import Response
+
+DEFAULT_PORTS = {
+    "admin": 8000,
+    "detector": 8001,
+    "dispatcher": 8002,
+    "sender-email": 8003,
+    "sender-sms": 8004,
+    "sandbox": 8025,
+}
+
+ReadinessCheck = Callable[[], Awaitable[object]]
+
+
+def health_routes(checks: Mapping[str, ReadinessCheck], timeout: float = 2.0) -> list[HTTPRouteHandler]:
+    """``/healthz`` (the process answers) and ``/readyz`` (every dependency answers within ``timeout``)."""
+
+    @get("/healthz", include_in_schema=False, sync_to_thread=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/readyz", include_in_schema=False)
+    async def readyz() -> Response[dict[str, object]]:
+        results: dict[str, str] = {}
+        for name, check in checks.items():
+            try:
+                await asyncio.wait_for(check(), timeout)
+                results[name] = "ok"
+            except Exception as error:  # noqa: BLE001 - a readiness probe reports any failure as data
+                results[name] = f"{type(error).__name__}: {error}"[:200]
+        ready = all(value == "ok" for value in results.values())
+        return Response({"ready": ready, "checks": results}, status_code=200 if ready else 503)
+
+    return [healthz, readyz]
+
+
+def serve(app: Litestar, *, host: str, port: int, graceful_seconds: int = 30) -> None:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully (see the module's rules)."""
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=graceful_seconds,
+    )

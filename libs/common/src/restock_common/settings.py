@@ -1,0 +1,65 @@
+"""Settings, read from the environment only. The ``RESTOCK_*`` names are a contract (DESIGN.md).
+
+Build one ``Settings()`` in a service's composition root and pass it down; never read the environment
+inside a module. Defaults point at localhost for development; in production mode every secret must be
+given explicitly and a missing one stops the service at start-up.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEVELOPMENT_SECRET = "restock-dev-secret"  # noqa: S105 - a well-known development value, refused in production
+
+
+class Settings(BaseSettings):
+    """Every knob of every service. Unknown ``RESTOCK_*`` variables are ignored."""
+
+    model_config = SettingsConfigDict(env_prefix="RESTOCK_", extra="ignore", frozen=True)
+
+    env: Literal["development", "production"] = "development"
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/restock"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    public_base_url: str = "http://127.0.0.1:8000"
+
+    shopify_api_secret: SecretStr = SecretStr(DEVELOPMENT_SECRET)
+    shopify_api_base_url: str = "http://127.0.0.1:8025"
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 2525
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    smtp_from: str = "Restock <alerts@restock.localhost>"
+
+    twilio_account_sid: str = "AC00000000000000000000000000000000"
+    twilio_auth_token: SecretStr = SecretStr(DEVELOPMENT_SECRET)
+    twilio_base_url: str = "http://127.0.0.1:8025/twilio"
+    twilio_from: str = "+15005550006"
+
+    # Each service has its own default port (admin-api 8000, detector 8001, ...); see restock_common.service.
+    http_port: int | None = None
+    http_host: str = "127.0.0.1"
+
+    # Broker and worker tuning.
+    amqp_prefetch: int = Field(default=32, ge=1)
+    job_batch_size: int = Field(default=100, ge=1, le=10_000)
+    delivery_limit: int = Field(default=5, ge=1)
+    outbox_poll_seconds: float = Field(default=0.5, gt=0)
+    lease_seconds: int = Field(default=120, ge=5)
+
+    # Named kill points for the fault suite; unset in production. See restock_common.faults.
+    fault_point: str | None = None
+
+    @model_validator(mode="after")
+    def _secrets_given_in_production(self) -> Settings:
+        if self.env == "production":
+            for name in ("shopify_api_secret", "twilio_auth_token"):
+                if getattr(self, name).get_secret_value() == DEVELOPMENT_SECRET:
+                    raise ValueError(f"RESTOCK_{name.upper()} must be set in production")
+        return self

@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     outbox_poll_seconds: float = Field(default=0.5, gt=0)
     lease_seconds: int = Field(default=120, ge=5)
 
+    # The sandbox (development and tests only): where its Shopify store delivers webhooks and forwards
+    # App Proxy requests, and the shop it plays. Its own ports come from RESTOCK_SMTP_PORT and the port of
+    # RESTOCK_SHOPIFY_API_BASE_URL, so services and sandbox agree by construction.
+    sandbox_webhook_url: str = "http://127.0.0.1:8001/webhooks/shopify"
+    sandbox_proxy_url: str = "http://127.0.0.1:8000/proxy"
+    sandbox_shop_domain: str = "demo-shop.myshopify.com"
+
     # Named kill points for the fault suite; unset in production. See restock_common.faults.
     fault_point: str | None = None
 

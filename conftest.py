@@ -91,11 +91,10 @@ async def engine(settings: Settings) -> AsyncIterator[object]:
 
 
 @pytest.fixture
-async def clean_db(engine: object) -> AsyncIterator[None]:
+async def clean_db(engine: object) -> None:
     """Empty every table before the test (ids restart at 1)."""
     names = ", ".join(table._meta.tablename for table in ALL_TABLES)
     await ALL_TABLES[0].raw(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
-    yield
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ Retries of notification *jobs* are not done here: they are scheduled from ``next
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from restock_common.messages import Channel
 
@@ -31,10 +32,10 @@ class QueueSpec:
 
     name: str
     routing_keys: tuple[str, ...]
-    arguments: dict[str, object] = field(default_factory=dict)
+    arguments: dict[str, Any] = field(default_factory=dict)
 
 
-def queue_arguments(delivery_limit: int) -> dict[str, object]:
+def queue_arguments(delivery_limit: int) -> dict[str, Any]:
     """Arguments of every work queue: quorum, bounded redelivery, poison to the dead-letter exchange."""
     return {
         "x-queue-type": "quorum",

@@ -67,8 +67,13 @@ async def test_undecodable_message_goes_to_poison_and_consumer_keeps_going(broke
     await exchange.publish(aio_pika.Message(b"{not json"), routing_key="test.poison")
     await exchange.publish(aio_pika.Message(b'{"schema_version": 99}'), routing_key="test.poison")
     good = RestockDetected(
-        restock_event_id=1, tenant_id=1, shop_domain="s.myshopify.com", variant_id=7, available=2,
-        restock_window=1, detected_at=datetime.now(UTC),
+        restock_event_id=1,
+        tenant_id=1,
+        shop_domain="s.myshopify.com",
+        variant_id=7,
+        available=2,
+        restock_window=1,
+        detected_at=datetime.now(UTC),
     )
     await broker.publish(good, "test.poison")
 

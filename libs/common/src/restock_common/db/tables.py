@@ -73,7 +73,8 @@ class ConsentEvent(Table, tablename="consent_events"):
     tenant = ForeignKey(references=Tenant, index=True)
     subscription = ForeignKey(references=Subscription, index=True)
     kind = Varchar(length=24)  # subscribed | confirmed | unsubscribed | resubscribed | redacted
-    source = Varchar(length=24)  # storefront | email-link | list-unsubscribe | sms-keyword | admin | retention
+    # storefront | email-link | list-unsubscribe | sms-keyword | admin | retention
+    source = Varchar(length=24)
     consent_text_version = Varchar(length=32, null=True, default=None)
     ip_hash = Varchar(length=64, null=True, default=None)
     detail = JSONB(default={})

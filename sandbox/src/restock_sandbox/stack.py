@@ -1,0 +1,208 @@
+"""Start the whole system as real processes: every service plus the sandbox.
+
+``make run`` calls ``main()``: register the demo shop, start the processes on the default ports, wait
+until each answers its readiness probe, seed the demo store (a product, a sold-out level, a subscriber),
+print where to look, then stay in the foreground; Ctrl-C (or SIGTERM) stops everything gracefully.
+The end-to-end tests use ``Stack`` with free ports and their own database, vhost and Redis db.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The loopback ports of one stack."""
+
+    admin: int = 8000
+    detector: int = 8001
+    dispatcher: int = 8002
+    sender_email: int = 8003
+    sandbox: int = 8025
+    smtp: int = 2525
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Ports the kernel reports free right now (for tests running beside ``make run``)."""
+        sockets = [socket.socket() for _ in range(6)]
+        try:
+            for sock in sockets:
+                sock.bind(("127.0.0.1", 0))
+            return cls(*(sock.getsockname()[1] for sock in sockets))
+        finally:
+            for sock in sockets:
+                sock.close()
+
+    def env(self) -> dict[str, str]:
+        """The RESTOCK_* variables that make every process agree on these ports."""
+        return {
+            "RESTOCK_SMTP_HOST": "127.0.0.1",
+            "RESTOCK_SMTP_PORT": str(self.smtp),
+            "RESTOCK_SHOPIFY_API_BASE_URL": f"http://127.0.0.1:{self.sandbox}",
+            "RESTOCK_TWILIO_BASE_URL": f"http://127.0.0.1:{self.sandbox}/twilio",
+            "RESTOCK_PUBLIC_BASE_URL": f"http://127.0.0.1:{self.admin}",
+            "RESTOCK_SANDBOX_WEBHOOK_URL": f"http://127.0.0.1:{self.detector}/webhooks/shopify",
+            "RESTOCK_SANDBOX_PROXY_URL": f"http://127.0.0.1:{self.admin}/proxy",
+        }
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One process of the stack and the URL that says it is ready."""
+
+    name: str
+    argv: tuple[str, ...]
+    port: int
+    ready_path: str = "/readyz"
+
+
+def process_specs(ports: Ports) -> list[ProcessSpec]:
+    """Every process, sandbox first (the services' peers), in start order."""
+    py = sys.executable
+    return [
+        ProcessSpec("sandbox", (py, "-m", "restock_sandbox"), ports.sandbox, "/healthz"),
+        ProcessSpec("admin", (py, "-m", "restock_admin"), ports.admin),
+        ProcessSpec("detector", (py, "-m", "restock_detector"), ports.detector),
+        ProcessSpec("dispatcher", (py, "-m", "restock_dispatcher"), ports.dispatcher),
+        ProcessSpec("sender-email", (py, "-m", "restock_sender", "--channel", "email"), ports.sender_email),
+    ]
+
+
+@dataclass
+class Stack:
+    """The running processes of one system; see the module's rules."""
+
+    env: dict[str, str]
+    ports: Ports
+    log_dir: Path | None = None  # None: lines go to our stdout, prefixed with the process name
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    specs: dict[str, ProcessSpec] = field(default_factory=dict)
+
+    def start(self, names: list[str] | None = None) -> None:
+        """Start the named processes (all by default)."""
+        for spec in process_specs(self.ports):
+            if names is None or spec.name in names:
+                self._start(spec)
+
+    def _start(self, spec: ProcessSpec, extra_env: dict[str, str] | None = None) -> None:
+        env = {
+            **os.environ,
+            **self.env,
+            **self.ports.env(),
+            "RESTOCK_HTTP_PORT": str(spec.port),
+            **(extra_env or {}),
+        }
+        stdout: int | IO[bytes] = subprocess.PIPE
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            stdout = (self.log_dir / f"{spec.name}.log").open("ab")
+        process = subprocess.Popen(
+            spec.argv, env=env, stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.processes[spec.name] = process
+        self.specs[spec.name] = spec
+        if self.log_dir is None:
+            threading.Thread(target=_prefix_lines, args=(spec.name, process), daemon=True).start()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Return when every started process answers its readiness probe; raise if one died or timed out."""
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2.0) as client:
+            for name, spec in self.specs.items():
+                url = f"http://127.0.0.1:{spec.port}{spec.ready_path}"
+                while True:
+                    if self.processes[name].poll() is not None:
+                        raise RuntimeError(f"{name} exited with {self.processes[name].returncode}")
+                    try:
+                        if client.get(url).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{name} not ready at {url}")
+                    time.sleep(0.1)
+
+    def stop(self, timeout: float = 30.0) -> dict[str, int]:
+        """SIGTERM every process (graceful shutdown), SIGKILL what outlives ``timeout``; exit codes."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        codes: dict[str, int] = {}
+        deadline = time.monotonic() + timeout
+        for name, process in self.processes.items():
+            try:
+                codes[name] = process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                codes[name] = process.wait()
+        return codes
+
+    def first_exited(self) -> str | None:
+        """The name of a process that has exited, if any."""
+        return next((name for name, p in self.processes.items() if p.poll() is not None), None)
+
+
+def _prefix_lines(name: str, process: subprocess.Popen[bytes]) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        sys.stdout.write(f"{name:>13} | {line.decode(errors='replace')}")
+        sys.stdout.flush()
+
+
+def register_shop(env: dict[str, str], shop_domain: str) -> None:
+    """``python -m restock_admin shops add`` (the stand-in for the OAuth install)."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "restock_admin",
+            "shops",
+            "add",
+            shop_domain,
+            "--access-token",
+            "shpat_sandbox",
+        ],
+        env={**os.environ, **env},
+        check=True,
+    )
+
+
+def main() -> None:
+    from restock_sandbox import demo
+
+    ports = Ports()
+    shop = os.environ.get("RESTOCK_SANDBOX_SHOP_DOMAIN", "demo-shop.myshopify.com")
+    register_shop({}, shop)
+    stack = Stack(env={}, ports=ports)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        stack.start()
+        stack.wait_ready()
+        demo.seed(ports)
+        print(demo.banner(ports), flush=True)
+        while not stopping.wait(0.5):
+            if (name := stack.first_exited()) is not None:
+                print(f"{name} exited; stopping everything", file=sys.stderr)
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping...", file=sys.stderr)
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()

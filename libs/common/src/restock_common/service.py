@@ -9,6 +9,7 @@ requests, then runs the lifespan's shutdown, where a worker stops consuming and 
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Awaitable, Callable, Mapping
 
 import uvicorn
@@ -52,6 +53,10 @@ def health_routes(checks: Mapping[str, ReadinessCheck], timeout: float = 2.0) ->
 
 def serve(app: Litestar, *, host: str, port: int, graceful_seconds: int = 30) -> None:
     """Serve until SIGTERM/SIGINT, then shut down gracefully (see the module's rules)."""
+    # After its graceful shutdown uvicorn re-raises the signal it caught, under the handler that was in
+    # place before it started: with the default one a clean SIGTERM shutdown would end in death by signal
+    # (exit -15). A graceful stop is a success, so that re-raised SIGTERM is ignored and we exit 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(
         app,
         host=host,

@@ -1,0 +1,1 @@
+"""The admin-api: the storefront API behind the Shopify App Proxy, shop registration, later the admin API."""

@@ -1,0 +1,90 @@
+"""The sandbox's composition root: one process, one loop, an HTTP app and the SMTP server beside it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import httpx
+from litestar import Litestar
+from litestar.di import Provide
+
+from restock_common.service import DEFAULT_PORTS, health_routes, serve
+from restock_common.settings import Settings
+from restock_common.telemetry import setup_logging, setup_tracing
+from restock_sandbox.shopify.proxy import ProxyForwarder
+from restock_sandbox.shopify.routes import Shop, StoreController
+from restock_sandbox.shopify.store import Store
+from restock_sandbox.shopify.webhooks import WebhookDeliverer
+from restock_sandbox.smtp.inbox import Inbox
+from restock_sandbox.smtp.routes import FaultController, InboxController
+from restock_sandbox.smtp.server import InboxHandler, start_smtp_server
+
+SERVICE = "sandbox"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def http_port(settings: Settings) -> int:
+    """The HTTP port: the one services reach the sandbox's Shopify at, so both agree by construction."""
+    return urlsplit(settings.shopify_api_base_url).port or DEFAULT_PORTS["sandbox"]
+
+
+def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = None) -> Litestar:
+    """The HTTP app; its lifespan starts the SMTP server on ``smtp_host:smtp_port`` in the same loop."""
+    clock = clock or _utc_now
+    secret = settings.shopify_api_secret.get_secret_value()
+    http = httpx.AsyncClient()
+    inbox = Inbox()
+    shop = Shop(
+        Store(settings.sandbox_shop_domain, clock),
+        WebhookDeliverer(settings.sandbox_webhook_url, http, clock),
+        secret,
+        clock,
+    )
+    proxy = ProxyForwarder(settings.sandbox_proxy_url, settings.sandbox_shop_domain, secret, http, clock)
+    servers = []
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        smtp = await start_smtp_server(InboxHandler(inbox, clock), settings.smtp_host, settings.smtp_port)
+        servers.append(smtp)
+        try:
+            yield
+        finally:
+            smtp.close()
+            await smtp.wait_closed()
+            await http.aclose()
+
+    async def smtp_ready() -> object:
+        if not (servers and servers[0].is_serving()):
+            raise RuntimeError("SMTP server not listening")
+        return True
+
+    return Litestar(
+        route_handlers=[
+            *health_routes({"smtp": smtp_ready}),
+            InboxController,
+            FaultController,
+            StoreController,
+        ],
+        dependencies={
+            "inbox": Provide(lambda: inbox, sync_to_thread=False, use_cache=True),
+            "shop": Provide(lambda: shop, sync_to_thread=False, use_cache=True),
+            "proxy": Provide(lambda: proxy, sync_to_thread=False, use_cache=True),
+        },
+        lifespan=[lifespan],
+        logging_config=None,  # setup_logging already routes every logger as JSON
+    )
+
+
+def main() -> None:
+    """Serve the sandbox until SIGTERM."""
+    settings = Settings()
+    setup_logging(SERVICE)
+    setup_tracing(SERVICE)
+    serve(create_app(settings), host=settings.http_host, port=http_port(settings))

@@ -1,0 +1,1 @@
+"""The sandbox Shopify store: products, inventory levels, signed webhooks and App Proxy signing."""

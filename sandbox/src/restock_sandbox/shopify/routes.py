@@ -1,0 +1,78 @@
+"""``/store``: drive the sandbox shop (products, inventory levels) and see the webhooks it sent; and the
+storefront's App Proxy (``/store/apps/proxy/<path>``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post, put
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+
+from restock_sandbox.shopify.proxy import ProxyForwarder
+from restock_sandbox.shopify.store import LevelIn, ProductIn, Store
+from restock_sandbox.shopify.webhooks import Delivery, WebhookDeliverer, build_webhook
+
+Clock = Callable[[], datetime]
+
+
+class Shop:
+    """The store and the webhooks its changes cause."""
+
+    def __init__(self, store: Store, deliverer: WebhookDeliverer, secret: str, clock: Clock) -> None:
+        self.store = store
+        self.deliverer = deliverer
+        self.secret = secret
+        self.clock = clock
+
+    async def notify(self, topic: str, payload: dict[str, Any]) -> Delivery:
+        """Send the webhook about a change; the receiver's answer."""
+        webhook = build_webhook(self.secret, self.store.shop_domain, topic, payload, self.clock())
+        return await self.deliverer.deliver(webhook)
+
+
+def _outcome(delivery: Delivery, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+    return {**{f: getattr(delivery, f) for f in delivery.__struct_fields__}, name: payload}
+
+
+class StoreController(Controller):
+    """The shop's admin side, as tests and ``make run`` drive it."""
+
+    path = "/store"
+
+    @put("/products/{product_id:int}")
+    async def put_product(
+        self, product_id: FromPath[int], data: JSONBody[ProductIn], shop: NamedDependency[Shop]
+    ) -> dict[str, Any]:
+        payload = shop.store.put_product(product_id, data)
+        return _outcome(await shop.notify("products/update", payload), "product", payload)
+
+    @get("/products")
+    async def list_products(self, shop: NamedDependency[Shop]) -> list[dict[str, Any]]:
+        return shop.store.product_list()
+
+    @post("/inventory_levels/set", status_code=200)
+    async def set_level(self, data: JSONBody[LevelIn], shop: NamedDependency[Shop]) -> dict[str, Any]:
+        payload = shop.store.set_level(data)
+        return _outcome(await shop.notify("inventory_levels/update", payload), "inventory_level", payload)
+
+    @get("/webhooks")
+    async def webhooks(self, shop: NamedDependency[Shop]) -> list[Delivery]:
+        return shop.deliverer.log
+
+    @post("/apps/proxy/{path:path}")
+    async def app_proxy(
+        self, path: FromPath[str], request: Request[Any, Any, Any], proxy: NamedDependency[ProxyForwarder]
+    ) -> Response[Any]:
+        body = await request.body()
+        client = request.client.host if request.client else None
+        query = list(request.query_params.multi_items())
+        try:
+            upstream = await proxy.forward(path, body, request.headers.get("content-type"), query, client)
+        except Exception as failure:
+            return Response(
+                {"detail": f"app proxy upstream failed: {type(failure).__name__}"}, status_code=502
+            )
+        return Response(upstream.content, status_code=upstream.status, media_type=upstream.content_type)

@@ -1,0 +1,136 @@
+"""The inbox: every message the sandbox SMTP server accepted, and the failures it is told to answer.
+
+Rules of the fault table:
+- A rule matches a recipient by exact address (``ada@example.com``), by domain (``example.com`` or
+  ``@example.com``), or everyone (``*``); case-insensitive.
+- It applies at one SMTP stage: ``rcpt`` (the RCPT TO of a matching recipient, where real servers answer
+  "mailbox unavailable" or greylist) or ``data`` (after the message, when any recipient matches).
+- The first matching rule answers ``code message`` and uses up one of its ``times``; a rule with
+  ``times`` None answers every attempt until the table is cleared. Exhausted rules disappear, so the
+  next attempt is accepted: "answer 451 twice, then take it".
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from typing import Literal
+
+import msgspec
+
+Stage = Literal["rcpt", "data"]
+
+
+class StoredMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """One accepted message, as ``GET /inbox`` shows it."""
+
+    id: str
+    mail_from: str
+    rcpt_tos: list[str]
+    headers: list[tuple[str, str]]  # every header, in order, repeated names kept
+    subject: str | None
+    message_id: str | None
+    text: str | None
+    html: str | None
+    received_at: datetime
+    size: int
+
+
+@dataclass
+class FaultRule:
+    """Answer ``code message`` to matching attempts, ``times`` times (None: until cleared)."""
+
+    match: str
+    code: int
+    message: str
+    times: int | None = 1
+    stage: Stage = "rcpt"
+
+    def matches(self, address: str) -> bool:
+        """Whether this rule applies to one recipient address."""
+        pattern, address = self.match.strip().lower(), address.strip().lower()
+        if pattern == "*":
+            return True
+        if "@" in pattern.lstrip("@"):
+            return address == pattern
+        return address.rsplit("@", 1)[-1] == pattern.lstrip("@")
+
+    def reply(self) -> str:
+        """The SMTP reply line."""
+        return f"{self.code} {self.message}"
+
+
+def _part(message: EmailMessage, subtype: str) -> str | None:
+    body = message.get_body(preferencelist=(subtype,))
+    if body is None or body.get_content_type() != f"text/{subtype}":
+        return None
+    content = body.get_content()
+    return content if isinstance(content, str) else None
+
+
+def parse_message(
+    raw: bytes, mail_from: str, rcpt_tos: list[str], received_at: datetime, message_id: str
+) -> StoredMessage:
+    """A stored message from the raw bytes of an SMTP DATA."""
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)  # the default policy always builds EmailMessage
+    return StoredMessage(
+        id=message_id,
+        mail_from=mail_from,
+        rcpt_tos=list(rcpt_tos),
+        headers=[(name, str(value)) for name, value in parsed.items()],
+        subject=str(parsed["Subject"]) if parsed["Subject"] is not None else None,
+        message_id=str(parsed["Message-ID"]) if parsed["Message-ID"] is not None else None,
+        text=_part(parsed, "plain"),
+        html=_part(parsed, "html"),
+        received_at=received_at,
+        size=len(raw),
+    )
+
+
+class Inbox:
+    """Messages and the fault table, in memory (the sandbox is a development and test peer)."""
+
+    def __init__(self) -> None:
+        self.messages: list[StoredMessage] = []
+        self.faults: list[FaultRule] = []
+
+    def store(self, raw: bytes, mail_from: str, rcpt_tos: list[str], received_at: datetime) -> StoredMessage:
+        """Keep an accepted message."""
+        message = parse_message(raw, mail_from, rcpt_tos, received_at, uuid.uuid4().hex)
+        self.messages.append(message)
+        return message
+
+    def received(self, to: str | None = None) -> list[StoredMessage]:
+        """Every message, or those with ``to`` among their envelope recipients."""
+        if to is None:
+            return list(self.messages)
+        wanted = to.strip().lower()
+        return [m for m in self.messages if wanted in (r.lower() for r in m.rcpt_tos)]
+
+    def clear(self) -> None:
+        """Forget every message."""
+        self.messages.clear()
+
+    def add_fault(self, rule: FaultRule) -> None:
+        """Append a rule (rules are consulted in the order they were added)."""
+        self.faults.append(rule)
+
+    def clear_faults(self) -> None:
+        """Accept everything again."""
+        self.faults.clear()
+
+    def take_fault(self, stage: Stage, recipients: list[str]) -> FaultRule | None:
+        """The rule that answers this attempt, if any, using up one of its times."""
+        for rule in self.faults:
+            if rule.stage == stage and any(rule.matches(r) for r in recipients):
+                if rule.times is not None:
+                    rule.times -= 1
+                    if rule.times <= 0:
+                        self.faults.remove(rule)
+                return rule
+        return None

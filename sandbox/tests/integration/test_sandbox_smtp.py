@@ -1,0 +1,125 @@
+"""The sandbox SMTP server over the wire: messages reach the inbox; injected faults are answered."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from email.message import EmailMessage
+
+import aiosmtplib
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def message(to: str, subject: str = "Back in stock") -> EmailMessage:
+    mail = EmailMessage()
+    mail["From"] = "Restock <alerts@restock.localhost>"
+    mail["To"] = to
+    mail["Subject"] = subject
+    mail["Message-ID"] = "<0123456789abcdef@restock.localhost>"
+    mail["traceparent"] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    mail.set_content("Variant 42 is back.")
+    mail.add_alternative("<p>Variant 42 is <b>back</b>.</p>", subtype="html")
+    return mail
+
+
+@pytest.fixture
+async def http(sandbox) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=sandbox.url, timeout=5) as client:
+        yield client
+
+
+async def send(sandbox, mail: EmailMessage) -> None:
+    await aiosmtplib.send(
+        mail, hostname=sandbox.settings.smtp_host, port=sandbox.settings.smtp_port, timeout=5
+    )
+
+
+async def test_a_sent_email_appears_in_the_inbox_with_its_headers(sandbox, http: httpx.AsyncClient) -> None:
+    await send(sandbox, message("ada@example.com"))
+
+    messages = (await http.get("/inbox")).json()
+    assert len(messages) == 1
+    received = messages[0]
+    assert received["mail_from"] == "alerts@restock.localhost"
+    assert received["rcpt_tos"] == ["ada@example.com"]
+    assert received["subject"] == "Back in stock"
+    assert received["message_id"] == "<0123456789abcdef@restock.localhost>"
+    assert received["text"].strip() == "Variant 42 is back."
+    assert received["html"].strip() == "<p>Variant 42 is <b>back</b>.</p>"
+    headers = dict(received["headers"])
+    assert headers["traceparent"] == "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert headers["To"] == "ada@example.com"
+    assert received["id"]
+    assert received["received_at"]
+
+
+async def test_inbox_filters_by_recipient_and_clears(sandbox, http: httpx.AsyncClient) -> None:
+    await send(sandbox, message("ada@example.com"))
+    await send(sandbox, message("grace@example.org"))
+    assert [m["rcpt_tos"] for m in (await http.get("/inbox", params={"to": "Grace@example.org"})).json()] == [
+        ["grace@example.org"]
+    ]
+    assert (await http.delete("/inbox")).status_code == 204
+    assert (await http.get("/inbox")).json() == []
+
+
+async def test_a_fault_rule_answers_its_code_k_times_then_the_server_accepts(
+    sandbox, http: httpx.AsyncClient
+) -> None:
+    rule = {"match": "example.com", "code": 451, "message": "4.7.1 greylisted, try later", "times": 2}
+    assert (await http.post("/smtp/faults", json=rule)).status_code == 201
+
+    for _ in range(2):
+        with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as refused:
+            await send(sandbox, message("ada@example.com"))
+        assert refused.value.recipients[0].code == 451
+    await send(sandbox, message("ada@example.com"))
+
+    assert [m["rcpt_tos"] for m in (await http.get("/inbox")).json()] == [["ada@example.com"]]
+    assert (await http.get("/smtp/faults")).json() == []
+
+
+async def test_a_rule_matches_only_its_recipients(sandbox, http: httpx.AsyncClient) -> None:
+    await http.post(
+        "/smtp/faults", json={"match": "ada@example.com", "code": 550, "message": "5.1.1 no such user"}
+    )
+    await send(sandbox, message("grace@example.com"))
+    with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as refused:
+        await send(sandbox, message("ADA@example.com"))
+    assert refused.value.recipients[0].code == 550
+    assert [m["rcpt_tos"] for m in (await http.get("/inbox")).json()] == [["grace@example.com"]]
+
+
+async def test_a_data_stage_rule_without_times_holds_until_cleared(sandbox, http: httpx.AsyncClient) -> None:
+    rule = {"match": "*", "code": 552, "message": "5.3.4 message too big", "times": None, "stage": "data"}
+    await http.post("/smtp/faults", json=rule)
+    for _ in range(3):
+        with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+            await send(sandbox, message("ada@example.com"))
+        assert refused.value.code == 552
+    assert (await http.delete("/smtp/faults")).status_code == 204
+    await send(sandbox, message("ada@example.com"))
+    assert len((await http.get("/inbox")).json()) == 1
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"match": "*", "code": 250},
+        {"match": "", "code": 451},
+        {"match": "*", "code": 451, "times": 0},
+        {"code": 451},
+    ],
+)
+async def test_invalid_rules_are_400(sandbox, http: httpx.AsyncClient, rule: dict) -> None:
+    assert (await http.post("/smtp/faults", json=rule)).status_code == 400
+    assert (await http.get("/smtp/faults")).json() == []
+
+
+async def test_health(sandbox, http: httpx.AsyncClient) -> None:
+    assert (await http.get("/healthz")).status_code == 200
+    ready = await http.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"smtp": "ok"}

@@ -1,0 +1,1 @@
+"""Shops (tenants): registration, the stand-in for the OAuth install until it exists."""

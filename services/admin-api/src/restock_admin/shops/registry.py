@@ -1,0 +1,34 @@
+"""Registering a shop in PostgreSQL: an upsert, so running ``shops add`` twice is harmless."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from restock_common.db.tables import Tenant
+
+
+class ShopRegistry(Protocol):
+    """Where tenants are registered."""
+
+    async def register(self, shop_domain: str, access_token: str, timezone: str) -> int:
+        """Create or update the tenant (reinstalling it if it was uninstalled); its id."""
+        ...
+
+
+class PiccoloShopRegistry:
+    """The tenants table."""
+
+    async def register(self, shop_domain: str, access_token: str, timezone: str) -> int:
+        # A re-registration is a reinstall: new token, and the shop is live again.
+        rows = await Tenant.raw(
+            "INSERT INTO tenants (shop_domain, access_token, timezone, installed_at) "
+            "VALUES ({}, {}, {}, now()) "
+            "ON CONFLICT (shop_domain) DO UPDATE SET access_token = EXCLUDED.access_token, "
+            "timezone = EXCLUDED.timezone, uninstalled_at = NULL, installed_at = "
+            "CASE WHEN tenants.uninstalled_at IS NULL THEN tenants.installed_at ELSE now() END "
+            "RETURNING id",
+            shop_domain,
+            access_token,
+            timezone,
+        )
+        return int(rows[0]["id"])

@@ -1,0 +1,1 @@
+"""The storefront API behind the Shopify App Proxy: "Notify me" signups."""

@@ -161,22 +161,16 @@ def _prefix_lines(name: str, process: subprocess.Popen[bytes]) -> None:
         sys.stdout.flush()
 
 
-def register_shop(env: dict[str, str], shop_domain: str) -> None:
-    """``python -m restock_admin shops add`` (the stand-in for the OAuth install)."""
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "restock_admin",
-            "shops",
-            "add",
-            shop_domain,
-            "--access-token",
-            "shpat_sandbox",
-        ],
-        env={**os.environ, **env},
-        check=True,
-    )
+def register_shop(env: dict[str, str], shop_domain: str, *, fresh: bool = False) -> None:
+    """``python -m restock_admin shops add`` (the stand-in for the OAuth install); ``fresh`` first removes
+    the shop and its data, so the demo's restock is not inside the cooldown of an earlier run's."""
+    admin = [sys.executable, "-m", "restock_admin", "shops"]
+    full_env = {**os.environ, **env}
+    if fresh:
+        subprocess.run(
+            [*admin, "remove", shop_domain, "--yes", "--actor", "make-run"], env=full_env, check=True
+        )
+    subprocess.run([*admin, "add", shop_domain, "--access-token", "shpat_sandbox"], env=full_env, check=True)
 
 
 def main() -> None:
@@ -184,7 +178,7 @@ def main() -> None:
 
     ports = Ports()
     shop = os.environ.get("RESTOCK_SANDBOX_SHOP_DOMAIN", "demo-shop.myshopify.com")
-    register_shop({}, shop)
+    register_shop({}, shop, fresh=True)
     stack = Stack(env={}, ports=ports)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

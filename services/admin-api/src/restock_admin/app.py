@@ -67,12 +67,22 @@ async def add_shop(settings: Settings, shop: str, access_token: str, timezone: s
     return await PiccoloShopRegistry().register(shop, access_token, timezone)
 
 
+async def remove_shop(settings: Settings, shop: str, actor: str) -> bool:
+    """Delete a shop and its data (audited); False when it was not registered."""
+    make_engine(settings)
+    return await PiccoloShopRegistry().remove(shop, actor)
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the parsed command; the process exit code."""
     settings = Settings()
     if args.command == "shops" and args.shops_command == "add":
         tenant_id = asyncio.run(add_shop(settings, args.shop, args.access_token, args.timezone))
         print(tenant_id)
+        return 0
+    if args.command == "shops" and args.shops_command == "remove":
+        removed = asyncio.run(remove_shop(settings, args.shop, args.actor))
+        print("removed" if removed else "not registered")
         return 0
     setup_logging(SERVICE)
     setup_tracing(SERVICE)

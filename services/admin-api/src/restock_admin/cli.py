@@ -30,13 +30,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="{serve,shops}")
     commands.add_parser("serve", help="serve the HTTP API (the default)")
     shops = commands.add_parser("shops", help="manage shops (tenants)")
-    shop_commands = shops.add_subparsers(dest="shops_command", required=True, metavar="{add}")
+    shop_commands = shops.add_subparsers(dest="shops_command", required=True, metavar="{add,remove}")
     add = shop_commands.add_parser("add", help="register (or update) a shop; prints its tenant id")
     add.add_argument("shop", type=_checked(shop_domain), help="<shop>.myshopify.com")
     add.add_argument("--access-token", required=True, help="the shop's Admin API access token")
     add.add_argument(
         "--timezone", type=_checked(timezone_name), default="UTC", help="IANA name, e.g. Europe/Paris"
     )
+    remove = shop_commands.add_parser(
+        "remove", help="delete a shop and every row of its data (audited); asks for --yes"
+    )
+    remove.add_argument("shop", type=_checked(shop_domain), help="<shop>.myshopify.com")
+    remove.add_argument("--yes", action="store_true", required=True, help="confirm the deletion")
+    remove.add_argument("--actor", default="cli", help="who does it, for the audit log")
     return parser
 
 

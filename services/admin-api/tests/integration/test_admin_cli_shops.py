@@ -69,3 +69,32 @@ async def test_a_bad_domain_exits_2_and_writes_nothing(
     assert done.returncode == 2
     assert "invalid shop domain" in done.stderr
     assert await Tenant.count() == 0
+
+
+async def test_shops_remove_deletes_the_shop_and_its_data_and_audits_it(
+    test_env: dict[str, str], engine: object, clean_db: None
+) -> None:
+    from restock_common.db.tables import AuditLog, Subscription
+
+    added = run_cli(test_env, "shops", "add", "gone.myshopify.com", "--access-token", "t")
+    kept = run_cli(test_env, "shops", "add", "kept.myshopify.com", "--access-token", "t")
+    for tenant_id in (int(added.stdout), int(kept.stdout)):
+        await Subscription.insert(
+            Subscription(
+                tenant=tenant_id, variant_id=1, channel="email", email="a@example.com", contact_hash="h"
+            )
+        )
+
+    refused = run_cli(test_env, "shops", "remove", "gone.myshopify.com")
+    assert refused.returncode == 2  # --yes is required
+    done = run_cli(test_env, "shops", "remove", "gone.myshopify.com", "--yes", "--actor", "ops@example.com")
+    assert (done.returncode, done.stdout.strip()) == (0, "removed"), done.stderr
+
+    assert [t["shop_domain"] for t in await Tenant.select().run()] == ["kept.myshopify.com"]
+    assert [s["tenant"] for s in await Subscription.select().run()] == [int(kept.stdout)]
+    audit = await AuditLog.select().run()
+    assert [(a["actor"], a["action"], a["target_ids"]) for a in audit] == [
+        ("ops@example.com", "shop.remove", f"[{int(added.stdout)}]")
+    ]
+    again = run_cli(test_env, "shops", "remove", "gone.myshopify.com", "--yes")
+    assert (again.returncode, again.stdout.strip()) == (0, "not registered")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from restock_common.db.tables import Tenant
+from restock_common.db.tables import AuditLog, Tenant
 
 
 class ShopRegistry(Protocol):
@@ -12,6 +12,10 @@ class ShopRegistry(Protocol):
 
     async def register(self, shop_domain: str, access_token: str, timezone: str) -> int:
         """Create or update the tenant (reinstalling it if it was uninstalled); its id."""
+        ...
+
+    async def remove(self, shop_domain: str, actor: str) -> bool:
+        """Delete the tenant and all its data, recording who did it; False when it did not exist."""
         ...
 
 
@@ -32,3 +36,20 @@ class PiccoloShopRegistry:
             timezone,
         )
         return int(rows[0]["id"])
+
+    async def remove(self, shop_domain: str, actor: str) -> bool:
+        # Every table references tenants ON DELETE CASCADE, so one DELETE removes the shop's data; the audit
+        # row outlives it (tenant NULL) and names the shop and the ids it had.
+        async with Tenant._meta.db.transaction():
+            rows = await Tenant.raw("DELETE FROM tenants WHERE shop_domain = {} RETURNING id", shop_domain)
+            if rows:
+                await AuditLog.insert(
+                    AuditLog(
+                        actor=actor,
+                        action="shop.remove",
+                        target_type="tenant",
+                        target_ids=[int(rows[0]["id"])],
+                        detail={"shop_domain": shop_domain},
+                    )
+                )
+        return bool(rows)

@@ -16,13 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from restock_common.db.tables import NotificationJob, NotificationLog
+from restock_common.db.tables import NotificationJob, NotificationLog, Tenant
 from restock_sandbox import demo
 from restock_sandbox.stack import Ports, Stack, register_shop
 
 pytestmark = pytest.mark.e2e
 
-SHOP = "demo-shop.myshopify.com"
+SHOP = "e2e-shop.myshopify.com"
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,10 @@ async def test_one_restock_sends_exactly_one_email(stack: Stack, engine: object)
     assert "Demo Hoodie" in body
     assert str(demo.VARIANT_ID) in body
 
-    jobs = await NotificationJob.select().run()
+    # The run's database is shared with the other tests: look at this shop's rows only.
+    tenant = await Tenant.select(Tenant.id).where(Tenant.shop_domain == SHOP).first()
+    assert tenant is not None
+    jobs = await NotificationJob.select().where(NotificationJob.tenant == tenant["id"]).run()
     assert len(jobs) == 1
     job = jobs[0]
     assert job["state"] == "sent"

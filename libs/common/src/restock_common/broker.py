@@ -69,7 +69,8 @@ class Broker:
         return broker
 
     async def _declare(self) -> None:
-        channel = await self.connection.channel(publisher_confirms=True)
+        # on_return_raises: an unroutable (mandatory) publish must raise, not be confirmed and dropped.
+        channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
         self._channel = channel
         self._exchange = await channel.declare_exchange(
             topology.EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
@@ -88,22 +89,42 @@ class Broker:
 
     async def publish(self, message: Message, routing_key: str, *, message_id: str | None = None) -> None:
         """Publish persistently and wait for the broker's confirm; the current trace context rides along."""
+        await self.publish_raw(
+            encode(message), routing_key, message_id=message_id, message_type=type(message).__name__
+        )
+
+    async def publish_raw(
+        self,
+        body: bytes,
+        routing_key: str,
+        *,
+        message_id: str | None = None,
+        traceparent: str | None = None,
+        message_type: str | None = None,
+    ) -> None:
+        """``publish`` for an already encoded message (an outbox row's exact bytes). With ``traceparent``,
+        the PRODUCER span continues that trace (the one that wrote the row) instead of the current one."""
         assert self._exchange is not None
         headers: dict[str, Any] = {}
+        parent = propagate.extract({"traceparent": traceparent}) if traceparent else None
         with tracer.start_as_current_span(
             f"{routing_key} publish",
+            context=parent,
             kind=SpanKind.PRODUCER,
-            attributes={"messaging.system": "rabbitmq", "messaging.destination.name": topology.EXCHANGE,
-                        "messaging.rabbitmq.destination.routing_key": routing_key},
+            attributes={
+                "messaging.system": "rabbitmq",
+                "messaging.destination.name": topology.EXCHANGE,
+                "messaging.rabbitmq.destination.routing_key": routing_key,
+            },
         ):
             propagate.inject(headers)
             await self._exchange.publish(
                 aio_pika.Message(
-                    encode(message),
+                    body,
                     content_type="application/json",
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                     message_id=message_id or str(uuid.uuid4()),
-                    type=type(message).__name__,
+                    type=message_type,
                     headers=headers,
                 ),
                 routing_key=routing_key,
@@ -167,8 +188,11 @@ class Consumer:
             f"{self.queue.name} process",
             context=context,
             kind=SpanKind.CONSUMER,
-            attributes={"messaging.system": "rabbitmq", "messaging.destination.name": self.queue.name,
-                        "messaging.message.id": message.message_id or ""},
+            attributes={
+                "messaging.system": "rabbitmq",
+                "messaging.destination.name": self.queue.name,
+                "messaging.message.id": message.message_id or "",
+            },
         ):
             outcome = await self._outcome(message)
             await self._settle(message, outcome)
@@ -177,16 +201,20 @@ class Consumer:
         try:
             decoded = decode(message.body, self.kind)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as error:
-            log.error("poison message", extra={"queue": self.queue.name, "message_id": message.message_id,
-                                               "reason": str(error)})
+            log.error(
+                "poison message",
+                extra={"queue": self.queue.name, "message_id": message.message_id, "reason": str(error)},
+            )
             return Outcome.POISON
         try:
             return await self.handler(decoded)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("handler failed; message requeued", extra={"queue": self.queue.name,
-                                                                      "message_id": message.message_id})
+            log.exception(
+                "handler failed; message requeued",
+                extra={"queue": self.queue.name, "message_id": message.message_id},
+            )
             return Outcome.REQUEUE
 
     async def _settle(self, message: AbstractIncomingMessage, outcome: Outcome) -> None:

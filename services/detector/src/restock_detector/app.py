@@ -1,0 +1,119 @@
+"""The detector's composition root: settings -> engine, broker -> store, handler, relay -> Litestar app.
+
+The only module that names concrete adapters. ``create_app`` builds the app that production runs; tests
+pass their own engine and broker (which the app then neither opens nor closes) and, if they like, a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from litestar import Litestar
+from litestar.di import Provide
+from piccolo.engine.postgres import PostgresEngine
+
+from restock_common.broker import Broker
+from restock_common.db.engine import open_engine
+from restock_common.db.tables import Tenant
+from restock_common.faults import FaultPoints
+from restock_common.service import DEFAULT_PORTS, health_routes, serve
+from restock_common.settings import Settings
+from restock_common.telemetry import setup_logging, setup_tracing
+from restock_detector.handler import Clock, WebhookHandler
+from restock_detector.relay import OutboxRelay, OutboxWakeup
+from restock_detector.store import PiccoloOutboxStore, PiccoloWebhookStore
+from restock_detector.webhooks import MAX_BODY_BYTES, ShopifyWebhookController
+
+SERVICE = "detector"
+
+
+@dataclass
+class Runtime:
+    """What the lifespan opened: for the readiness checks and the route's dependency."""
+
+    engine: PostgresEngine | None = None
+    broker: Broker | None = None
+    handler: WebhookHandler | None = None
+
+    async def check_database(self) -> None:
+        if self.engine is None:
+            raise RuntimeError("not started")
+        await Tenant.raw("SELECT 1")
+
+    async def check_broker(self) -> None:
+        if self.broker is None or not self.broker.is_open:
+            raise ConnectionError("broker connection closed")
+
+    def webhook_handler(self) -> WebhookHandler:
+        if self.handler is None:
+            raise RuntimeError("not started")
+        return self.handler
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(
+    settings: Settings,
+    engine: PostgresEngine | None = None,
+    broker: Broker | None = None,
+    *,
+    clock: Clock | None = None,
+    faults: FaultPoints | None = None,
+) -> Litestar:
+    """The detector process as a Litestar app. Without ``engine``/``broker`` the lifespan opens its own
+    from ``settings`` and closes them at shutdown."""
+    faults = faults or FaultPoints(settings.fault_point)
+    runtime = Runtime()
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            runtime.engine = engine or await open_engine(settings)
+            if engine is None:
+                stack.push_async_callback(runtime.engine.close_connection_pool)
+            runtime.broker = broker or await Broker.connect(
+                settings.amqp_url, delivery_limit=settings.delivery_limit
+            )
+            if broker is None:
+                stack.push_async_callback(runtime.broker.close)
+            wakeup = OutboxWakeup()
+            runtime.handler = WebhookHandler(
+                settings.shopify_api_secret.get_secret_value(),
+                PiccoloWebhookStore(runtime.engine),
+                wakeup,
+                clock or _utc_now,
+            )
+            relay = OutboxRelay(
+                PiccoloOutboxStore(runtime.engine),
+                runtime.broker,
+                faults,
+                wakeup,
+                settings.outbox_poll_seconds,
+            )
+            relay.start()
+            # Last in, first out: the relay finishes its batch before the broker and the pool close.
+            stack.push_async_callback(relay.stop)
+            yield
+
+    checks = {"postgresql": runtime.check_database, "broker": runtime.check_broker}
+    return Litestar(
+        route_handlers=[*health_routes(checks), ShopifyWebhookController],
+        dependencies={"webhook_handler": Provide(runtime.webhook_handler, sync_to_thread=False)},
+        lifespan=[lifespan],
+        request_max_body_size=MAX_BODY_BYTES,
+        logging_config=None,  # keep telemetry.setup_logging's JSON lines: Litestar's default replaces them
+    )
+
+
+def main() -> None:
+    """Run the detector until SIGTERM."""
+    settings = Settings()
+    setup_logging(SERVICE)
+    setup_tracing(SERVICE)
+    port = settings.http_port or DEFAULT_PORTS[SERVICE]
+    serve(create_app(settings), host=settings.http_host, port=port)

@@ -1,0 +1,79 @@
+"""Shopify's webhook payloads, as typed msgspec Structs, and their decoding.
+
+Only the fields the detector uses are declared; Shopify adds fields over API versions and unknown ones are
+ignored. A missing or ill-typed required field is a ``PayloadError`` whose reason names the field (msgspec
+reports the JSON path, e.g. ``$.variants[0].inventory_item_id``); the caller answers 400 with it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Final, TypeVar
+
+import msgspec
+
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+
+INVENTORY_LEVELS_UPDATE: Final = "inventory_levels/update"
+PRODUCTS_CREATE: Final = "products/create"
+PRODUCTS_UPDATE: Final = "products/update"
+
+DEFAULT_VARIANT_TITLE: Final = "Default Title"
+
+
+class InventoryLevelUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    """``inventory_levels/update``: one item's level at one location."""
+
+    inventory_item_id: int
+    location_id: int
+    # None: the item's inventory is not tracked by Shopify; negative: oversold.
+    available: int | None
+    updated_at: AwareDatetime
+    admin_graphql_api_id: str | None = None
+
+
+class Variant(msgspec.Struct, frozen=True, kw_only=True):
+    """A variant inside a product payload."""
+
+    id: int
+    title: str
+    inventory_item_id: int
+    product_id: int | None = None
+    sku: str | None = None
+    inventory_quantity: int | None = None
+
+
+class Product(msgspec.Struct, frozen=True, kw_only=True):
+    """``products/create`` and ``products/update``: the product with all its variants."""
+
+    id: int
+    title: str
+    variants: list[Variant]
+
+
+class PayloadError(ValueError):
+    """The body is not JSON, or not the payload its topic promises; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+P = TypeVar("P", InventoryLevelUpdate, Product)
+
+
+def decode(body: bytes, kind: type[P]) -> P:
+    """Decode a webhook body into its payload type, or raise ``PayloadError``."""
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as error:  # a subclass of DecodeError: must come first
+        raise PayloadError(f"invalid payload: {error}") from error
+    except msgspec.DecodeError as error:
+        raise PayloadError("malformed JSON") from error
+
+
+def variant_title(product_title: str, variant: Variant) -> str:
+    """The display title: "Product - Variant", or the product title alone when it has no options."""
+    if variant.title == DEFAULT_VARIANT_TITLE:
+        return product_title
+    return f"{product_title} - {variant.title}"

@@ -1,0 +1,120 @@
+"""The outbox relay: publishes committed outbox rows to the broker, in order, and marks them published.
+
+A row is marked only after the broker confirmed it, in the transaction that locked it, so a crash between
+the two publishes it again (at least once; consumers deduplicate by ``message_id`` and the notification
+key). ``FOR UPDATE SKIP LOCKED`` lets several detector replicas relay side by side. A failed publish ends
+the batch: the rows before it are marked, it and the rows after it stay for the next round, after a
+backoff. The relay wakes at once when a webhook committed a row, and polls otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from restock_common.faults import FaultPoints
+from restock_detector.ports import OutboxBatch, OutboxStore, Publisher
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 100
+PUBLISH_TIMEOUT_SECONDS = 10.0
+MAX_BACKOFF_SECONDS = 30.0
+
+
+class OutboxWakeup:
+    """``ports.OutboxSignal`` over an ``asyncio.Event`` shared with the relay."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def notify(self) -> None:
+        self.event.set()
+
+
+class OutboxRelay:
+    """The relay loop (see the module's rules): started in the app's lifespan, stopped at its shutdown."""
+
+    def __init__(
+        self,
+        outbox: OutboxStore,
+        publisher: Publisher,
+        faults: FaultPoints,
+        wakeup: OutboxWakeup,
+        poll_seconds: float,
+        batch_size: int = BATCH_SIZE,
+    ) -> None:
+        self.outbox = outbox
+        self.publisher = publisher
+        self.faults = faults
+        self.wakeup = wakeup
+        self.poll_seconds = poll_seconds
+        self.batch_size = batch_size
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def is_running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        """Finish the current batch, then return."""
+        self._stopping = True
+        self._stopped.set()
+        self.wakeup.event.set()
+        if self._task is not None:
+            await self._task
+
+    async def run(self) -> None:
+        backoff = self.poll_seconds
+        while not self._stopping:
+            self.wakeup.event.clear()
+            try:
+                published, complete = await self.relay_once()
+            except Exception:
+                log.exception("outbox relay failed; retrying", extra={"backoff_seconds": backoff})
+                complete = False
+            if not complete:
+                # Only a stop ends a backoff early: new rows must not hammer a broker that is down.
+                await self._pause(self._stopped, backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                continue
+            backoff = self.poll_seconds
+            if published < self.batch_size:
+                await self._pause(self.wakeup.event, self.poll_seconds)
+
+    async def relay_once(self) -> tuple[int, bool]:
+        """Publish one batch; returns (rows published, whether every claimed row was published)."""
+        async with self.outbox.claim(self.batch_size) as batch:
+            published = await self._publish(batch)
+            return published, published == len(batch.rows)
+
+    async def _publish(self, batch: OutboxBatch) -> int:
+        for published, row in enumerate(batch.rows):
+            try:
+                async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+                    await self.publisher.publish_raw(
+                        row.payload, row.routing_key, message_id=row.message_id, traceparent=row.traceparent
+                    )
+            except Exception as error:
+                log.warning(
+                    "outbox publish failed; row kept",
+                    extra={"outbox_id": row.id, "message_id": row.message_id, "error": repr(error)[:200]},
+                )
+                await batch.note_failure(row.id)
+                return published
+            self.faults.reach("after_confirm_before_outbox_mark")
+            await batch.mark_published(row.id)
+        return len(batch.rows)
+
+    async def _pause(self, event: asyncio.Event, seconds: float) -> None:
+        """Sleep until ``event`` is set (stop sets both) or ``seconds`` pass."""
+        if self._stopping:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), seconds)

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     delivery_limit: int = Field(default=5, ge=1)
     outbox_poll_seconds: float = Field(default=0.5, gt=0)
     lease_seconds: int = Field(default=120, ge=5)
+    # Jobs one sender process works on at once (its SMTP pool holds as many connections).
+    sender_concurrency: int = Field(default=8, ge=1, le=256)
 
     # The sandbox (development and tests only): where its Shopify store delivers webhooks and forwards
     # App Proxy requests, and the shop it plays. Its own ports come from RESTOCK_SMTP_PORT and the port of

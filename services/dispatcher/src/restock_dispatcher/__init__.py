@@ -1,0 +1,1 @@
+"""The dispatcher: freezes a restock's targets into notification jobs and publishes them in batches."""

@@ -1,0 +1,114 @@
+"""The dispatcher's handler with recording fakes: freeze first, then FIFO batches per channel."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from restock_common.broker import Outcome
+from restock_common.faults import FaultPoints
+from restock_common.messages import JobBatch, RestockDetected
+from restock_dispatcher.handler import RestockHandler
+from restock_dispatcher.ports import Cursor, EventMissing, Frozen, Page
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class FakeTargetStore:
+    """Jobs (id, channel, priority_at) of one event; every call is appended to ``calls``."""
+
+    def __init__(self, jobs: list[tuple[int, str]] | None, calls: list[str]) -> None:
+        self.jobs = None if jobs is None else [(i, ch, T0 + timedelta(seconds=i)) for i, ch in jobs]
+        self.calls = calls
+        self.enqueued: list[int] = []
+
+    async def freeze(self, restock_event_id: int, traceparent: str | None) -> Frozen | EventMissing:
+        self.calls.append("freeze")
+        if self.jobs is None:
+            return EventMissing(restock_event_id)
+        return Frozen(restock_event_id, len(self.jobs))
+
+    async def pending_page(
+        self, restock_event_id: int, channel: str, after: Cursor | None, limit: int
+    ) -> Page:
+        assert self.jobs is not None
+        rows = [(at, i) for i, ch, at in sorted(self.jobs, key=lambda j: (j[2], j[0])) if ch == channel]
+        if after is not None:
+            rows = [row for row in rows if row > (after.priority_at, after.job_id)]
+        rows = rows[:limit]
+        more = Cursor(*rows[-1]) if len(rows) == limit else None
+        return Page([i for _, i in rows], more)
+
+    async def mark_enqueued(self, job_ids: list[int]) -> None:
+        self.calls.append(f"enqueued {job_ids}")
+        self.enqueued.extend(job_ids)
+
+
+class FakePublisher:
+    def __init__(self, calls: list[str]) -> None:
+        self.batches: list[JobBatch] = []
+        self.calls = calls
+
+    async def publish(self, batch: JobBatch, message_id: str) -> None:
+        self.calls.append(f"publish {batch.channel} {batch.job_ids}")
+        self.batches.append(batch)
+
+
+class RecordingFaults(FaultPoints):
+    def __init__(self, calls: list[str]) -> None:
+        super().__init__(None)
+        self.calls = calls
+
+    def reach(self, name: str) -> None:
+        self.calls.append(f"fault {name}")
+
+
+EVENT = RestockDetected(
+    restock_event_id=5,
+    tenant_id=1,
+    shop_domain="s.myshopify.com",
+    variant_id=42,
+    available=3,
+    restock_window=20000,
+    detected_at=T0,
+)
+
+
+async def test_freezes_then_publishes_fifo_batches_per_channel() -> None:
+    calls: list[str] = []
+    jobs = [(1, "email"), (2, "sms"), (3, "email"), (4, "email"), (5, "email"), (6, "email")]
+    store, publisher = FakeTargetStore(jobs, calls), FakePublisher(calls)
+    handler = RestockHandler(store, publisher, RecordingFaults(calls), batch_size=2)
+    assert await handler(EVENT) is Outcome.ACK
+    assert calls == [
+        "freeze",
+        "fault after_commit_before_publish",
+        "publish email [1, 3]",
+        "enqueued [1, 3]",
+        "publish email [4, 5]",
+        "enqueued [4, 5]",
+        "publish email [6]",
+        "enqueued [6]",
+        "publish sms [2]",
+        "enqueued [2]",
+    ]
+
+
+async def test_exact_multiple_of_batch_size_publishes_no_empty_batch() -> None:
+    calls: list[str] = []
+    store, publisher = FakeTargetStore([(1, "email"), (2, "email")], calls), FakePublisher(calls)
+    assert await RestockHandler(store, publisher, FaultPoints(None), batch_size=2)(EVENT) is Outcome.ACK
+    assert [batch.job_ids for batch in publisher.batches] == [[1, 2]]
+
+
+async def test_no_targets_publishes_nothing_and_acks() -> None:
+    calls: list[str] = []
+    store, publisher = FakeTargetStore([], calls), FakePublisher(calls)
+    assert await RestockHandler(store, publisher, FaultPoints(None), batch_size=10)(EVENT) is Outcome.ACK
+    assert publisher.batches == []
+
+
+async def test_unknown_event_is_poison_and_publishes_nothing() -> None:
+    calls: list[str] = []
+    store, publisher = FakeTargetStore(None, calls), FakePublisher(calls)
+    assert await RestockHandler(store, publisher, FaultPoints(None), batch_size=10)(EVENT) is Outcome.POISON
+    assert calls == ["freeze"]

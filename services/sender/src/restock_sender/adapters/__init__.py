@@ -1,0 +1,1 @@
+"""Adapters behind the sender's ports that are not providers (PostgreSQL)."""

@@ -1,0 +1,142 @@
+"""``JobStore`` in PostgreSQL through Piccolo.
+
+The claim is one compare-and-set statement: it moves the job from ``pending`` to ``processing`` (attempt
++ 1, a lease) and, in the same round trip, reads what sending needs (the subscription's address and
+consent, the variant's title, the shop, its retry rules). No row comes back when another sender, or an
+earlier delivery of the same batch, got there first. The record is also guarded by ``state =
+'processing'``: a job whose lease was taken over is not overwritten, but its attempt is still logged.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+from piccolo.engine.postgres import PostgresEngine
+
+from restock_common.db.tables import NotificationJob, NotificationLog, Subscription
+from restock_common.rules import Rules, decode_rules
+from restock_sender.delivery import Event, JobState, RetryPolicy, next_state
+from restock_sender.ports import AttemptRecord, ClaimedJob, NotClaimable
+
+_CLAIM = """
+WITH claimed AS (
+    UPDATE notification_jobs
+       SET state = {}, attempt = attempt + 1, lease_until = now() + {}::int * interval '1 second',
+           updated_at = now()
+     WHERE id = {} AND state = {}
+ RETURNING id, tenant, subscription, variant_id, channel, notification_key, attempt, traceparent
+)
+SELECT c.id, c.tenant, c.subscription, c.variant_id, c.channel, c.notification_key, c.attempt,
+       c.traceparent, t.shop_domain, s.email, s.state AS subscription_state, s.unsubscribed_at,
+       (SELECT i.title FROM inventory_items i
+         WHERE i.tenant = c.tenant AND i.variant_id = c.variant_id ORDER BY i.id LIMIT 1) AS product_title,
+       r.body AS rules
+  FROM claimed c
+  JOIN subscriptions s ON s.id = c.subscription
+  JOIN tenants t ON t.id = c.tenant
+  LEFT JOIN rules r ON r.tenant = c.tenant
+"""
+
+_RECORD_JOB = """
+UPDATE notification_jobs
+   SET state = {}, lease_until = NULL, next_attempt_at = {}, decision = {}, last_error_kind = {},
+       last_error = {}, sent_at = CASE WHEN {} THEN now() ELSE sent_at END,
+       template_version = COALESCE({}, template_version), updated_at = now()
+ WHERE id = {} AND state = {}
+RETURNING id
+"""
+
+_LOG = """
+INSERT INTO notification_logs (tenant, job, attempt, channel, outcome, provider, provider_message_id,
+    provider_response, error_kind, error_code, error_detail, template, template_name, template_version,
+    variables, trace_id, started_at, finished_at)
+VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}::jsonb, {}, COALESCE({}, now()), now())
+"""
+
+_NOTIFIED = (
+    "UPDATE subscriptions SET notified_count = notified_count + 1, last_notified_at = now() WHERE id = {}"
+)
+
+_CLAIMED_STATE = next_state(JobState.PENDING, Event.CLAIM)
+
+
+def _rules(body: Any) -> Rules:
+    if isinstance(body, dict):
+        return msgspec.convert(body, Rules)
+    return decode_rules(body)
+
+
+def _claimed(row: dict[str, Any]) -> ClaimedJob:
+    rules = _rules(row["rules"])
+    return ClaimedJob(
+        job_id=row["id"],
+        tenant_id=row["tenant"],
+        subscription_id=row["subscription"],
+        variant_id=row["variant_id"],
+        channel=row["channel"],
+        notification_key=row["notification_key"],
+        attempt=row["attempt"],
+        traceparent=row["traceparent"],
+        shop_domain=row["shop_domain"],
+        product_title=row["product_title"],
+        email=row["email"],
+        subscription_state=row["subscription_state"],
+        unsubscribed_at=row["unsubscribed_at"],
+        state=_CLAIMED_STATE,
+        policy=RetryPolicy(rules.max_attempts, rules.retry_base_seconds, rules.retry_cap_seconds),
+    )
+
+
+class PiccoloJobStore:
+    """``JobStore`` over the Piccolo engine."""
+
+    def __init__(self, engine: PostgresEngine) -> None:
+        self.engine = engine
+
+    async def claim(self, job_id: int, lease_seconds: int) -> ClaimedJob | NotClaimable:
+        rows = await NotificationJob.raw(
+            _CLAIM, _CLAIMED_STATE.value, lease_seconds, job_id, JobState.PENDING.value
+        )
+        return _claimed(rows[0]) if rows else NotClaimable(job_id)
+
+    async def record(self, record: AttemptRecord) -> bool:
+        job = record.job
+        template = record.template
+        async with self.engine.transaction():
+            updated = await NotificationJob.raw(
+                _RECORD_JOB,
+                record.state.value,
+                record.next_attempt_at,
+                record.decision,
+                record.error_kind,
+                record.error_detail,
+                record.state is JobState.SENT,
+                template.version if template else None,
+                job.job_id,
+                job.state.value,
+            )
+            await NotificationLog.raw(
+                _LOG,
+                job.tenant_id,
+                job.job_id,
+                job.attempt,
+                job.channel,
+                record.state.value,
+                record.provider or "",
+                record.receipt.message_id if record.receipt else None,
+                record.receipt.response if record.receipt else None,
+                record.error_kind,
+                record.error_code,
+                record.error_detail,
+                template.template_id if template else None,
+                template.name if template else None,
+                template.version if template else None,
+                json.dumps(dict(record.variables), default=str),
+                record.trace_id,
+                record.started_at,
+            )
+            if updated and record.state is JobState.SENT:
+                await Subscription.raw(_NOTIFIED, job.subscription_id)
+        return bool(updated)

@@ -1,0 +1,119 @@
+"""The sender's composition root: settings -> engine, broker, SMTP pool -> handlers -> consumer.
+
+The only module that names concrete adapters. ``create_app`` builds the Litestar app (health routes, the
+consumer of ``jobs.<channel>`` started and stopped in the lifespan) so tests run what production runs.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from litestar import Litestar
+from piccolo.engine.postgres import PostgresEngine
+
+from restock_common import topology
+from restock_common.broker import Broker
+from restock_common.db.engine import open_engine
+from restock_common.db.tables import NotificationJob
+from restock_common.faults import FaultPoints
+from restock_common.messages import Channel, JobBatch
+from restock_common.service import DEFAULT_PORTS, health_routes, serve
+from restock_common.settings import Settings
+from restock_common.telemetry import setup_logging, setup_tracing
+from restock_sender.adapters.job_store import PiccoloJobStore
+from restock_sender.handler import BatchHandler, JobHandler
+from restock_sender.providers.smtp import SmtpProvider
+from restock_sender.templates import BUILTIN_EMAIL, JinjaRenderer
+
+CHANNEL: Channel = "email"
+SERVICE = f"sender-{CHANNEL}"
+
+
+@dataclass
+class Runtime:
+    """What the lifespan opened, for the readiness checks."""
+
+    engine: PostgresEngine | None = None
+    broker: Broker | None = None
+
+    async def check_database(self) -> None:
+        if self.engine is None:
+            raise RuntimeError("not started")
+        await NotificationJob.raw("SELECT 1")
+
+    async def check_broker(self) -> None:
+        if self.broker is None or not self.broker.is_open:
+            raise ConnectionError("broker connection closed")
+
+
+def smtp_provider(settings: Settings) -> SmtpProvider:
+    """The SMTP pool, one session per concurrent job."""
+    password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+    return SmtpProvider(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        sender=settings.smtp_from,
+        username=settings.smtp_username,
+        password=password,
+        tls=settings.smtp_tls,
+        pool_size=settings.sender_concurrency,
+    )
+
+
+def build_batch_handler(
+    settings: Settings, engine: PostgresEngine, provider: SmtpProvider, faults: FaultPoints
+) -> BatchHandler:
+    """The consumer handler with its real adapters."""
+    jobs = JobHandler(
+        store=PiccoloJobStore(engine),
+        provider=provider,
+        renderer=JinjaRenderer(),
+        template=BUILTIN_EMAIL,
+        faults=faults,
+        clock=lambda: datetime.now(UTC),
+        rng=random.SystemRandom().random,
+        lease_seconds=settings.lease_seconds,
+    )
+    return BatchHandler(jobs, CHANNEL, settings.sender_concurrency, faults)
+
+
+def create_app(settings: Settings, *, faults: FaultPoints | None = None) -> Litestar:
+    """The email sender process as a Litestar app."""
+    faults = faults or FaultPoints(settings.fault_point)
+    runtime = Runtime()
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            engine = await open_engine(settings, pool_size=settings.sender_concurrency + 2)
+            stack.push_async_callback(engine.close_connection_pool)
+            broker = await Broker.connect(settings.amqp_url, delivery_limit=settings.delivery_limit)
+            stack.push_async_callback(broker.close)
+            provider = smtp_provider(settings)
+            stack.push_async_callback(provider.close)
+            runtime.engine, runtime.broker = engine, broker
+            consumer = await broker.consume(
+                topology.sender_queue(CHANNEL, settings.delivery_limit),
+                JobBatch,
+                build_batch_handler(settings, engine, provider, faults),
+                prefetch=settings.amqp_prefetch,
+            )
+            # Last in, first out: stop consuming and finish in-flight jobs before SMTP, broker and pool close.
+            stack.push_async_callback(consumer.stop)
+            yield
+
+    checks = {"postgresql": runtime.check_database, "broker": runtime.check_broker}
+    return Litestar(route_handlers=health_routes(checks), lifespan=[lifespan])
+
+
+def main() -> None:
+    """Run the email sender until SIGTERM."""
+    settings = Settings()
+    setup_logging(SERVICE)
+    setup_tracing(SERVICE)
+    port = settings.http_port or DEFAULT_PORTS[SERVICE]
+    serve(create_app(settings), host=settings.http_host, port=port)

@@ -1,0 +1,215 @@
+"""The lifecycle of a notification job: states, events, the transition table, and the retry decision.
+
+Theory of operation
+-------------------
+A job is born ``pending`` (the dispatcher's freeze). A sender *claims* it (compare-and-set in
+PostgreSQL) and it becomes ``processing``: a checkpoint committed before the provider is called, with the
+attempt number. From ``processing`` exactly one outcome is recorded:
+
+- the provider accepted the message: ``sent``;
+- the subscription was unsubscribed (or has no address) when re-checked: ``skipped-opted-out``, no send;
+- a temporary failure (4xx, timeout, dropped connection) with attempts left: ``failed-temporary``, with
+  ``next_attempt_at`` after a jittered exponential backoff; without attempts left: ``dead-letter``;
+- a permanent failure (5xx): ``failed-permanent``;
+- our own configuration is wrong (e.g. SMTP auth): the job goes back to ``pending`` untouched by the
+  recipient's fate; the channel, not the job, is at fault.
+
+A job left in ``processing`` past its lease (its sender died, the outcome is unknowable for SMTP) becomes
+``indeterminate``. Only ``failed-temporary`` is retried automatically: when due, the retry scheduler moves
+it back to ``pending`` and republishes it, so every send starts with the same claim. ``dead-letter`` and
+``indeterminate`` leave only through a manual, audited ``replay``. ``sent``, ``failed-permanent``,
+``duplicate-suppressed`` and ``skipped-opted-out`` are final. Anything not in ``TRANSITIONS`` is refused.
+
+Pure: no I/O, no clock, randomness passed in.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+
+class JobState(enum.StrEnum):
+    """The values of ``notification_jobs.state``."""
+
+    PENDING = "pending"  # frozen, waiting for a sender
+    PROCESSING = "processing"  # claimed under a lease; the provider may be being called
+    SENT = "sent"  # the provider accepted it
+    FAILED_TEMPORARY = "failed-temporary"  # will be retried at next_attempt_at
+    FAILED_PERMANENT = "failed-permanent"  # the provider refused it for good
+    DEAD_LETTER = "dead-letter"  # temporary failures exhausted the attempts
+    DUPLICATE_SUPPRESSED = "duplicate-suppressed"  # the same notification was already sent
+    SKIPPED_OPTED_OUT = "skipped-opted-out"  # the shopper unsubscribed before we sent
+    INDETERMINATE = "indeterminate"  # lease expired mid-send: maybe sent, never resent automatically
+
+
+class Event(enum.StrEnum):
+    """What can happen to a job."""
+
+    CLAIM = "claim"
+    DELIVERED = "delivered"
+    TEMPORARY_FAILURE = "temporary-failure"
+    ATTEMPTS_EXHAUSTED = "attempts-exhausted"
+    PERMANENT_FAILURE = "permanent-failure"
+    CONFIGURATION_ERROR = "configuration-error"
+    OPTED_OUT = "opted-out"
+    DUPLICATE = "duplicate"
+    LEASE_EXPIRED = "lease-expired"
+    RETRY_DUE = "retry-due"
+    REPLAY = "replay"
+
+
+S, E = JobState, Event
+
+TRANSITIONS: dict[tuple[JobState, Event], JobState] = {
+    (S.PENDING, E.CLAIM): S.PROCESSING,
+    (S.PENDING, E.DUPLICATE): S.DUPLICATE_SUPPRESSED,
+    (S.PENDING, E.OPTED_OUT): S.SKIPPED_OPTED_OUT,
+    (S.PROCESSING, E.DELIVERED): S.SENT,
+    (S.PROCESSING, E.TEMPORARY_FAILURE): S.FAILED_TEMPORARY,
+    (S.PROCESSING, E.ATTEMPTS_EXHAUSTED): S.DEAD_LETTER,
+    (S.PROCESSING, E.PERMANENT_FAILURE): S.FAILED_PERMANENT,
+    (S.PROCESSING, E.CONFIGURATION_ERROR): S.PENDING,
+    (S.PROCESSING, E.OPTED_OUT): S.SKIPPED_OPTED_OUT,
+    (S.PROCESSING, E.DUPLICATE): S.DUPLICATE_SUPPRESSED,
+    (S.PROCESSING, E.LEASE_EXPIRED): S.INDETERMINATE,
+    (S.FAILED_TEMPORARY, E.RETRY_DUE): S.PENDING,
+    (S.DEAD_LETTER, E.REPLAY): S.PENDING,
+    (S.INDETERMINATE, E.REPLAY): S.PENDING,
+}
+
+TERMINAL_STATES = frozenset(
+    {S.SENT, S.FAILED_PERMANENT, S.DEAD_LETTER, S.DUPLICATE_SUPPRESSED, S.SKIPPED_OPTED_OUT, S.INDETERMINATE}
+)
+
+
+class InvalidTransition(ValueError):
+    """The event cannot happen to a job in this state."""
+
+
+def next_state(state: JobState, event: Event) -> JobState:
+    """The state after ``event``; raises ``InvalidTransition`` when the table does not allow it."""
+    try:
+        return TRANSITIONS[(state, event)]
+    except KeyError:
+        raise InvalidTransition(f"{event.value} is not allowed in state {state.value}") from None
+
+
+# --- classifying provider errors -----------------------------------------------------------------------
+
+ErrorKind = Literal["response", "timeout", "connection", "protocol"]
+
+
+class ProviderError(Exception):
+    """A provider call that did not deliver, as data: ``kind`` of failure, the provider's ``code`` (an SMTP
+    reply code such as ``"550"`` or an enhanced status such as ``"5.1.1"``; ``None`` without a reply) and
+    its ``detail`` text."""
+
+    def __init__(self, kind: ErrorKind, code: str | None, detail: str) -> None:
+        super().__init__(kind, code, detail)
+        self.kind = kind
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Temporary: the same message may succeed later."""
+
+    reason: str
+    kind: Literal["temporary"] = "temporary"
+
+
+@dataclass(frozen=True)
+class Permanent:
+    """The recipient or the message is refused for good."""
+
+    reason: str
+    kind: Literal["permanent"] = "permanent"
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """Our own setup is wrong (credentials): no recipient is at fault, every send would fail the same."""
+
+    reason: str
+    kind: Literal["configuration"] = "configuration"
+
+
+Classification = Retry | Permanent | Configuration
+
+# SMTP replies that blame our credentials or policy, not the recipient (RFC 4954, RFC 3463).
+_CONFIGURATION_CODES = frozenset({"530", "534", "535", "538", "5.7.8", "5.7.9", "5.7.11"})
+_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+_BASIC = re.compile(r"^([245])\d\d$")
+
+
+def _status_class(code: str | None, detail: str) -> tuple[str | None, str | None]:
+    """The reply class digit and the enhanced status (from ``code`` or the head of ``detail``)."""
+    enhanced_match = _ENHANCED.match(code or "") or _ENHANCED.match(detail)
+    enhanced = ".".join(enhanced_match.groups()) if enhanced_match else None
+    if code and _BASIC.match(code):
+        return code[0], enhanced
+    return (enhanced[0] if enhanced else None), enhanced
+
+
+def classify(error: ProviderError) -> Classification:
+    """Temporary, permanent or configuration, from an SMTP reply or the absence of one."""
+    if error.kind in ("timeout", "connection"):
+        return Retry(f"{error.kind}: no reply")
+    digit, enhanced = _status_class(error.code, error.detail)
+    if error.code in _CONFIGURATION_CODES or enhanced in _CONFIGURATION_CODES:
+        return Configuration(f"authentication or policy refused ({error.code})")
+    if digit == "4":
+        return Retry(f"transient reply {error.code}")
+    if digit == "5":
+        return Permanent(f"permanent reply {error.code}")
+    # A reply we cannot read says nothing about the recipient: try again, within the attempt budget.
+    return Retry(f"unclassified reply {error.code}")
+
+
+# --- retry schedule ------------------------------------------------------------------------------------
+
+
+def backoff(attempt: int, base: float, cap: float, rng: Callable[[], float]) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (1-based): exponential, capped, full jitter
+    (uniform in [0, min(cap, base * 2**(attempt-1))]), so retries of one burst spread out."""
+    if attempt < 1:
+        raise ValueError("attempt is 1-based")
+    ceiling = min(cap, base * 2.0 ** min(attempt - 1, 62))
+    return ceiling * rng()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """A shop's retry budget (from ``restock_common.rules.Rules``)."""
+
+    max_attempts: int
+    base_seconds: float
+    cap_seconds: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to record after an attempt: the event, and for a retry how long to wait."""
+
+    event: Event
+    retry_in: float | None = None
+
+
+def decide(
+    outcome: Classification | None, attempt: int, policy: RetryPolicy, rng: Callable[[], float]
+) -> Decision:
+    """The event of an attempt (``None``: delivered), with the backoff of a retry that is still allowed."""
+    if outcome is None:
+        return Decision(Event.DELIVERED)
+    if isinstance(outcome, Permanent):
+        return Decision(Event.PERMANENT_FAILURE)
+    if isinstance(outcome, Configuration):
+        return Decision(Event.CONFIGURATION_ERROR)
+    if attempt >= policy.max_attempts:
+        return Decision(Event.ATTEMPTS_EXHAUSTED)
+    return Decision(Event.TEMPORARY_FAILURE, backoff(attempt, policy.base_seconds, policy.cap_seconds, rng))

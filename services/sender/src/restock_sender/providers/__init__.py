@@ -1,0 +1,1 @@
+"""Message providers; each turns its failures into ``delivery.ProviderError`` data."""

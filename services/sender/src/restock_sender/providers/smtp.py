@@ -1,0 +1,156 @@
+"""``EmailProvider`` over SMTP (aiosmtplib), with a small pool of persistent connections.
+
+Opening an SMTP session (TCP, EHLO, STARTTLS, AUTH) costs several round trips, so connections are kept and
+reused. A connection that failed (dropped, timed out, or the server said 421) is closed and reopened on its
+next use; one that sat idle is probed with NOOP first, because servers drop idle sessions silently.
+Every failure becomes ``delivery.ProviderError`` data: the reply code and text, or the kind of
+failure when there was no reply. The ``Message-ID`` is derived from the notification key, so a duplicate
+is recognisable at any peer, and the ``traceparent`` header carries the job's trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.message import EmailMessage as MimeMessage
+from email.utils import formatdate, parseaddr
+from typing import Literal
+
+import aiosmtplib
+
+from restock_sender.delivery import ProviderError
+from restock_sender.ports import EmailMessage, ProviderReceipt
+
+PROVIDER = "smtp"
+
+
+def message_id(notification_key: str, shop_domain: str) -> str:
+    """The deterministic ``Message-ID`` of one notification."""
+    digest = hashlib.sha256(notification_key.encode()).hexdigest()[:32]
+    return f"<{digest}@restock.{shop_domain}>"
+
+
+def compose(message: EmailMessage, sender: str) -> MimeMessage:
+    """A multipart (text + HTML) message with our headers."""
+    mime = MimeMessage()
+    mime["From"] = sender
+    mime["To"] = message.to
+    mime["Subject"] = message.subject
+    mime["Date"] = formatdate(usegmt=True)
+    mime["Message-ID"] = message_id(message.notification_key, message.shop_domain)
+    if message.traceparent:
+        mime["traceparent"] = message.traceparent
+    mime.set_content(message.text)
+    if message.html is not None:
+        mime.add_alternative(message.html, subtype="html")
+    return mime
+
+
+def provider_error(error: Exception) -> ProviderError:
+    """An SMTP failure as data."""
+    if isinstance(error, aiosmtplib.SMTPRecipientsRefused) and error.recipients:
+        refused = error.recipients[0]
+        return ProviderError("response", str(refused.code), refused.message)
+    if isinstance(error, aiosmtplib.SMTPResponseException):
+        return ProviderError("response", str(error.code), error.message)
+    if isinstance(error, aiosmtplib.SMTPTimeoutError | asyncio.TimeoutError | TimeoutError):
+        return ProviderError("timeout", None, str(error) or "timed out")
+    if isinstance(error, aiosmtplib.SMTPServerDisconnected | aiosmtplib.SMTPConnectError | OSError):
+        return ProviderError("connection", None, str(error) or type(error).__name__)
+    return ProviderError("protocol", None, f"{type(error).__name__}: {error}")
+
+
+def _keeps_connection(error: ProviderError) -> bool:
+    """A refusal of one message leaves the session usable (aiosmtplib sent RSET); anything else does not."""
+    return error.kind == "response" and error.code != "421"
+
+
+@dataclass
+class _Session:
+    client: aiosmtplib.SMTP
+    last_used: float = 0.0
+
+
+class SmtpProvider:
+    """Sends through one SMTP server over at most ``pool_size`` concurrent sessions."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        sender: str,
+        username: str | None,
+        password: str | None,
+        tls: Literal["none", "starttls", "tls"],
+        pool_size: int,
+        timeout: float = 30.0,
+        idle_probe_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sender = sender
+        self.envelope_from = parseaddr(sender)[1]
+        self.idle_probe_seconds = idle_probe_seconds
+        self.clock = clock
+        self._idle: asyncio.LifoQueue[_Session] = asyncio.LifoQueue()
+        for _ in range(pool_size):
+            client = aiosmtplib.SMTP(
+                hostname=host,
+                port=port,
+                username=username,
+                password=password,
+                timeout=timeout,
+                use_tls=tls == "tls",
+                start_tls=tls == "starttls",
+            )
+            self._idle.put_nowait(_Session(client))
+
+    async def send(self, message: EmailMessage) -> ProviderReceipt:
+        try:
+            mime = compose(message, self.sender)
+        except (ValueError, TypeError) as error:
+            raise ProviderError("protocol", "5.6.0", f"message could not be composed: {error}") from None
+        session = await self._idle.get()
+        try:
+            response = await self._send(session, mime, message.to)
+        finally:
+            self._idle.put_nowait(session)
+        return ProviderReceipt(PROVIDER, str(mime["Message-ID"]), response)
+
+    async def _send(self, session: _Session, mime: MimeMessage, recipient: str) -> str:
+        try:
+            await self._ready(session)
+            _, response = await session.client.send_message(
+                mime, sender=self.envelope_from, recipients=[recipient]
+            )
+        except Exception as error:  # every SMTP failure becomes data (see provider_error)
+            failure = provider_error(error)
+            if not _keeps_connection(failure):
+                session.client.close()
+            raise failure from None
+        session.last_used = self.clock()
+        return response
+
+    async def _ready(self, session: _Session) -> None:
+        """Connected, and recently known to be alive (reconnect when dropped)."""
+        client = session.client
+        if client.is_connected and self.clock() - session.last_used > self.idle_probe_seconds:
+            try:
+                await client.noop()
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()
+        if not client.is_connected:
+            await client.connect()
+
+    async def close(self) -> None:
+        """QUIT every open session (at shutdown)."""
+        while not self._idle.empty():
+            client = self._idle.get_nowait().client
+            if client.is_connected:
+                try:
+                    await client.quit()
+                except (aiosmtplib.SMTPException, OSError):
+                    client.close()

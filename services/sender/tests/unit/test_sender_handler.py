@@ -1,0 +1,271 @@
+"""The send orchestration with recording fakes: which state each outcome records, and what is sent."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from restock_common.broker import Outcome
+from restock_common.faults import FaultPoints
+from restock_common.messages import JobBatch
+from restock_sender.delivery import JobState, ProviderError, RetryPolicy
+from restock_sender.handler import BatchHandler, JobHandler
+from restock_sender.ports import (
+    AttemptRecord,
+    ClaimedJob,
+    EmailMessage,
+    NotClaimable,
+    ProviderReceipt,
+    RenderedMessage,
+    RenderError,
+    TemplateRecord,
+)
+from restock_sender.templates import BUILTIN_EMAIL, JinjaRenderer
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+POLICY = RetryPolicy(max_attempts=3, base_seconds=30.0, cap_seconds=3600.0)
+
+
+def claimed(job_id: int = 1, **changes: Any) -> ClaimedJob:
+    values: dict[str, Any] = {
+        "job_id": job_id,
+        "tenant_id": 1,
+        "subscription_id": 10 + job_id,
+        "variant_id": 42,
+        "channel": "email",
+        "notification_key": f"42:{10 + job_id}:7",
+        "attempt": 1,
+        "traceparent": None,
+        "shop_domain": "shop.myshopify.com",
+        "product_title": "Blue <Shirt>",
+        "email": "a@example.com",
+        "subscription_state": "confirmed",
+        "unsubscribed_at": None,
+        "policy": POLICY,
+    }
+    values.update(changes)
+    return ClaimedJob(**values)
+
+
+class FakeJobStore:
+    """Hands out the given jobs once each (a second claim is NotClaimable) and records every attempt."""
+
+    def __init__(self, *jobs: ClaimedJob) -> None:
+        self.jobs = {job.job_id: job for job in jobs}
+        self.claims: list[int] = []
+        self.records: list[AttemptRecord] = []
+
+    async def claim(self, job_id: int, lease_seconds: int) -> ClaimedJob | NotClaimable:
+        self.claims.append(job_id)
+        job = self.jobs.pop(job_id, None)
+        return job if job is not None else NotClaimable(job_id)
+
+    async def record(self, record: AttemptRecord) -> bool:
+        self.records.append(record)
+        return True
+
+
+class FakeProvider:
+    """Accepts every message, or raises the error configured for its recipient."""
+
+    def __init__(self, errors: Mapping[str, ProviderError] | None = None) -> None:
+        self.errors = dict(errors or {})
+        self.sent: list[EmailMessage] = []
+
+    async def send(self, message: EmailMessage) -> ProviderReceipt:
+        if message.to in self.errors:
+            raise self.errors[message.to]
+        self.sent.append(message)
+        return ProviderReceipt("smtp", f"<{message.notification_key}>", "250 OK")
+
+
+class BrokenRenderer:
+    def render(self, template: TemplateRecord, variables: Mapping[str, Any]) -> RenderedMessage:
+        raise RenderError("undefined variable")
+
+
+class RecordingFaults(FaultPoints):
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.reached: list[str] = []
+
+    def reach(self, name: str) -> None:
+        self.reached.append(name)
+
+
+def make_handler(
+    store: FakeJobStore, provider: FakeProvider, renderer: Any = None, faults: FaultPoints | None = None
+) -> JobHandler:
+    return JobHandler(
+        store=store,
+        provider=provider,
+        renderer=renderer or JinjaRenderer(),
+        template=BUILTIN_EMAIL,
+        faults=faults or FaultPoints(None),
+        clock=lambda: NOW,
+        rng=lambda: 0.5,
+        lease_seconds=120,
+    )
+
+
+async def test_sent_path_renders_sends_and_records_sent() -> None:
+    store, provider, faults = FakeJobStore(claimed()), FakeProvider(), RecordingFaults()
+    assert await make_handler(store, provider, faults=faults).handle(1) is JobState.SENT
+    [message] = provider.sent
+    assert message.to == "a@example.com"
+    assert message.subject == "Blue <Shirt> is back in stock"
+    assert message.html is not None
+    assert "Blue &lt;Shirt&gt;" in message.html
+    assert "https://shop.myshopify.com/variants/42" in message.text
+    [record] = store.records
+    assert record.state is JobState.SENT
+    assert record.receipt is not None
+    assert record.receipt.response == "250 OK"
+    assert record.template is BUILTIN_EMAIL
+    assert record.variables["product_url"] == "https://shop.myshopify.com/variants/42"
+    assert "a@example.com" not in repr(dict(record.variables))
+    assert faults.reached == ["after_claim", "before_provider_call", "after_provider_ok_before_commit"]
+
+
+async def test_job_carries_its_stored_trace_into_the_message() -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    store, provider = FakeJobStore(claimed(traceparent=traceparent)), FakeProvider()
+    await make_handler(store, provider).handle(1)
+    assert provider.sent[0].traceparent is not None
+    assert provider.sent[0].traceparent.split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
+    assert store.records[0].trace_id == "0af7651916cd43dd8448eb211c80319c"
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"subscription_state": "unsubscribed", "unsubscribed_at": NOW}, "opted-out"),
+        ({"unsubscribed_at": NOW}, "opted-out"),
+        ({"subscription_state": "pending"}, "opted-out"),
+        ({"email": None}, "no-contact"),
+    ],
+)
+async def test_opted_out_subscription_is_skipped_without_sending(
+    changes: dict[str, Any], reason: str
+) -> None:
+    store, provider = FakeJobStore(claimed(**changes)), FakeProvider()
+    assert await make_handler(store, provider).handle(1) is JobState.SKIPPED_OPTED_OUT
+    assert provider.sent == []
+    assert store.records[0].state is JobState.SKIPPED_OPTED_OUT
+    assert store.records[0].decision == reason
+
+
+async def test_permanent_failure_records_failed_permanent_with_the_reply() -> None:
+    error = ProviderError("response", "550", "5.1.1 <A@Example.com>: User unknown")
+    store, provider = FakeJobStore(claimed()), FakeProvider({"a@example.com": error})
+    assert await make_handler(store, provider).handle(1) is JobState.FAILED_PERMANENT
+    [record] = store.records
+    assert (record.error_kind, record.error_code) == ("permanent", "550")
+    assert record.error_detail is not None
+    assert "User unknown" in record.error_detail
+    assert "example.com" not in record.error_detail.lower()  # the recipient is not copied into logs
+    assert record.next_attempt_at is None
+
+
+async def test_temporary_failure_schedules_the_next_attempt() -> None:
+    error = ProviderError("response", "451", "4.3.0 Try later")
+    store, provider = FakeJobStore(claimed(attempt=2)), FakeProvider({"a@example.com": error})
+    assert await make_handler(store, provider).handle(1) is JobState.FAILED_TEMPORARY
+    [record] = store.records
+    assert record.error_kind == "temporary"
+    assert record.next_attempt_at == NOW + timedelta(seconds=30.0)  # ceiling 60 s at attempt 2, rng 0.5
+
+
+async def test_temporary_failure_on_the_last_attempt_dead_letters() -> None:
+    error = ProviderError("timeout", None, "timed out")
+    store, provider = FakeJobStore(claimed(attempt=3)), FakeProvider({"a@example.com": error})
+    assert await make_handler(store, provider).handle(1) is JobState.DEAD_LETTER
+    assert store.records[0].next_attempt_at is None
+
+
+async def test_configuration_error_returns_the_job_to_pending() -> None:
+    error = ProviderError("response", "535", "5.7.8 Authentication credentials invalid")
+    store, provider = FakeJobStore(claimed()), FakeProvider({"a@example.com": error})
+    assert await make_handler(store, provider).handle(1) is JobState.PENDING
+    assert store.records[0].error_kind == "configuration"
+
+
+async def test_broken_template_is_a_configuration_error_and_sends_nothing() -> None:
+    store, provider = FakeJobStore(claimed()), FakeProvider()
+    assert await make_handler(store, provider, renderer=BrokenRenderer()).handle(1) is JobState.PENDING
+    assert provider.sent == []
+
+
+async def test_a_job_not_claimable_is_neither_sent_nor_recorded() -> None:
+    store, provider = FakeJobStore(), FakeProvider()
+    assert await make_handler(store, provider).handle(1) is None
+    assert provider.sent == []
+    assert store.records == []
+
+
+async def test_batch_runs_jobs_in_order_and_acks_after_all_recorded() -> None:
+    store, provider, faults = (
+        FakeJobStore(*(claimed(i) for i in range(1, 6))),
+        FakeProvider(),
+        RecordingFaults(),
+    )
+    batches = BatchHandler(make_handler(store, provider), "email", concurrency=2, faults=faults)
+    assert await batches(JobBatch(channel="email", job_ids=[1, 2, 3, 4, 5])) is Outcome.ACK
+    assert store.claims == [1, 2, 3, 4, 5]
+    assert len(store.records) == 5
+    assert faults.reached == ["after_commit_before_ack"]
+
+
+async def test_same_batch_twice_sends_nothing_twice() -> None:
+    store, provider = FakeJobStore(claimed(1), claimed(2)), FakeProvider()
+    batches = BatchHandler(make_handler(store, provider), "email", concurrency=4, faults=FaultPoints(None))
+    batch = JobBatch(channel="email", job_ids=[1, 2])
+    assert await batches(batch) is Outcome.ACK
+    assert await batches(batch) is Outcome.ACK
+    assert len(provider.sent) == 2
+
+
+async def test_batch_concurrency_is_bounded() -> None:
+    running = peak = 0
+
+    class SlowProvider(FakeProvider):
+        async def send(self, message: EmailMessage) -> ProviderReceipt:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            running -= 1
+            return await super().send(message)
+
+    store = FakeJobStore(*(claimed(i) for i in range(1, 21)))
+    batches = BatchHandler(
+        make_handler(store, SlowProvider()), "email", concurrency=3, faults=FaultPoints(None)
+    )
+    assert await batches(JobBatch(channel="email", job_ids=list(range(1, 21)))) is Outcome.ACK
+    assert peak == 3
+
+
+async def test_batch_is_requeued_when_a_job_could_not_be_recorded() -> None:
+    class FailingStore(FakeJobStore):
+        async def record(self, record: AttemptRecord) -> bool:
+            raise ConnectionError("database went away")
+
+    store = FailingStore(claimed(1))
+    batches = BatchHandler(
+        make_handler(store, FakeProvider()), "email", concurrency=2, faults=FaultPoints(None)
+    )
+    assert await batches(JobBatch(channel="email", job_ids=[1])) is Outcome.REQUEUE
+
+
+async def test_batch_for_another_channel_is_poison() -> None:
+    store = FakeJobStore(claimed(1))
+    batches = BatchHandler(
+        make_handler(store, FakeProvider()), "email", concurrency=2, faults=FaultPoints(None)
+    )
+    assert await batches(JobBatch(channel="sms", job_ids=[1])) is Outcome.POISON
+    assert store.claims == []

@@ -1,0 +1,100 @@
+"""The email the SMTP provider builds, how SMTP failures become data, the templates, the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+import aiosmtplib
+import pytest
+
+from restock_sender.delivery import ProviderError
+from restock_sender.ports import EmailMessage, RenderError, TemplateRecord
+from restock_sender.providers.smtp import compose, message_id, provider_error
+from restock_sender.templates import BUILTIN_EMAIL, JinjaRenderer, restock_variables
+
+
+def test_message_id_is_derived_from_the_notification_key() -> None:
+    digest = hashlib.sha256(b"42:7:20000").hexdigest()[:32]
+    assert message_id("42:7:20000", "s.myshopify.com") == f"<{digest}@restock.s.myshopify.com>"
+    assert message_id("42:7:20000", "s.myshopify.com") != message_id("42:8:20000", "s.myshopify.com")
+
+
+def test_compose_is_multipart_with_our_headers() -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    message = EmailMessage(
+        to="a@example.com",
+        subject="Shirt is back in stock",
+        text="plain",
+        html="<p>h</p>",
+        notification_key="1:2:3",
+        shop_domain="s.myshopify.com",
+        traceparent=traceparent,
+    )
+    mime = compose(message, "Restock <alerts@restock.localhost>")
+    assert mime["Message-ID"] == message_id("1:2:3", "s.myshopify.com")
+    assert mime["traceparent"] == traceparent
+    assert mime["From"] == "Restock <alerts@restock.localhost>"
+    assert mime.get_content_type() == "multipart/alternative"
+    parts = [part.get_content_type() for part in mime.iter_parts()]
+    assert parts == ["text/plain", "text/html"]
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(550, "5.1.1 unknown", "a@x")]),
+            ("response", "550"),
+        ),
+        (aiosmtplib.SMTPAuthenticationError(535, "5.7.8 bad credentials"), ("response", "535")),
+        (aiosmtplib.SMTPDataError(451, "4.3.0 try later"), ("response", "451")),
+        (aiosmtplib.SMTPReadTimeoutError("timed out"), ("timeout", None)),
+        (aiosmtplib.SMTPServerDisconnected("gone"), ("connection", None)),
+        (aiosmtplib.SMTPConnectError("refused"), ("connection", None)),
+        (ConnectionRefusedError("refused"), ("connection", None)),
+        (aiosmtplib.SMTPNotSupported("no SMTPUTF8"), ("protocol", None)),
+    ],
+)
+def test_smtp_failures_become_provider_errors(error: Exception, expected: tuple[str, str | None]) -> None:
+    converted = provider_error(error)
+    assert isinstance(converted, ProviderError)
+    assert (converted.kind, converted.code) == expected
+
+
+def test_builtin_template_renders_with_escaping_in_html_only() -> None:
+    variables = restock_variables("s.myshopify.com", 42, "Tom & <Jerry>")
+    rendered = JinjaRenderer().render(BUILTIN_EMAIL, variables)
+    assert rendered.subject == "Tom & <Jerry> is back in stock"
+    assert "Tom & <Jerry>" in rendered.text
+    assert rendered.html is not None
+    assert "Tom &amp; &lt;Jerry&gt;" in rendered.html
+    assert 'href="https://s.myshopify.com/variants/42"' in rendered.html
+
+
+def test_subject_cannot_inject_headers() -> None:
+    rendered = JinjaRenderer().render(BUILTIN_EMAIL, restock_variables("s", 1, "Shirt\r\nBcc: x@y"))
+    assert "\n" not in rendered.subject
+    assert "\r" not in rendered.subject
+
+
+def test_undefined_variable_and_sandbox_escape_are_render_errors() -> None:
+    renderer = JinjaRenderer()
+    missing = TemplateRecord("t", 1, "{{ nope }}", "x", None)
+    with pytest.raises(RenderError):
+        renderer.render(missing, {})
+    unsafe = TemplateRecord("t", 2, "s", "{{ ''.__class__.__mro__ }}", None)
+    with pytest.raises(RenderError):
+        renderer.render(unsafe, {})
+
+
+def test_sms_channel_exits_with_code_2() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "restock_sender", "--channel", "sms"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "sms channel not available yet" in result.stderr

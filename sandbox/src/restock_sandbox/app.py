@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -86,5 +87,7 @@ def main() -> None:
     """Serve the sandbox until SIGTERM."""
     settings = Settings()
     setup_logging(SERVICE)
+    # aiosmtpd logs every SMTP command, recipients' addresses included: keep addresses out of logs.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     setup_tracing(SERVICE)
     serve(create_app(settings), host=settings.http_host, port=http_port(settings))

@@ -181,7 +181,10 @@ def main() -> None:
     register_shop({}, shop, fresh=True)
     stack = Stack(env={}, ports=ports)
     stopping = threading.Event()
+    # Both set explicitly: a shell may start us with SIGINT ignored (a background job), and Ctrl-C must
+    # still stop everything gracefully.
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
     try:
         stack.start()
         stack.wait_ready()

@@ -107,7 +107,8 @@ def create_app(settings: Settings, *, faults: FaultPoints | None = None) -> Lite
             yield
 
     checks = {"postgresql": runtime.check_database, "broker": runtime.check_broker}
-    return Litestar(route_handlers=health_routes(checks), lifespan=[lifespan])
+    # logging_config=None keeps telemetry.setup_logging's JSON lines: Litestar's default replaces them.
+    return Litestar(route_handlers=health_routes(checks), lifespan=[lifespan], logging_config=None)
 
 
 def main() -> None:

@@ -11,11 +11,18 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
 import uvicorn
 from litestar import Litestar, get
 from litestar.handlers import HTTPRouteHandler
 from litestar.response import Response
+from piccolo.engine.postgres import PostgresEngine
+
+from restock_common.broker import Broker
+from restock_common.db.tables import Tenant
+from restock_common.settings import Settings
+from restock_common.telemetry import setup_logging, setup_tracing
 
 DEFAULT_PORTS = {
     "admin": 8000,
@@ -49,6 +56,39 @@ def health_routes(checks: Mapping[str, ReadinessCheck], timeout: float = 2.0) ->
         return Response({"ready": ready, "checks": results}, status_code=200 if ready else 503)
 
     return [healthz, readyz]
+
+
+@dataclass
+class Connections:
+    """What a service's lifespan opened, read by its readiness checks (``None`` until started)."""
+
+    engine: PostgresEngine | None = None
+    broker: Broker | None = None
+
+    async def database_ready(self) -> None:
+        """PostgreSQL answers a query through the service's pool."""
+        if self.engine is None:
+            raise RuntimeError("not started")
+        await Tenant.raw("SELECT 1")
+
+    async def broker_ready(self) -> None:
+        """The broker connection is open."""
+        if self.broker is None or not self.broker.is_open:
+            raise ConnectionError("broker connection closed")
+
+    def checks(self) -> dict[str, ReadinessCheck]:
+        """The readiness checks of a service that uses PostgreSQL and the broker."""
+        return {"postgresql": self.database_ready, "broker": self.broker_ready}
+
+
+def run(service: str, create_app: Callable[[Settings], Litestar]) -> None:
+    """A service's ``main``: settings from the environment, JSON logs, tracing, then serve on
+    ``RESTOCK_HTTP_PORT`` or the service's default port until SIGTERM."""
+    settings = Settings()
+    setup_logging(service)
+    setup_tracing(service)
+    port = settings.http_port or DEFAULT_PORTS[service]
+    serve(create_app(settings), host=settings.http_host, port=port)
 
 
 def serve(app: Litestar, *, host: str, port: int, graceful_seconds: int = 30) -> None:

@@ -17,11 +17,9 @@ from piccolo.engine.postgres import PostgresEngine
 
 from restock_common.broker import Broker
 from restock_common.db.engine import open_engine
-from restock_common.db.tables import Tenant
 from restock_common.faults import FaultPoints
-from restock_common.service import DEFAULT_PORTS, health_routes, serve
+from restock_common.service import Connections, health_routes, run
 from restock_common.settings import Settings
-from restock_common.telemetry import setup_logging, setup_tracing
 from restock_detector.handler import Clock, WebhookHandler
 from restock_detector.relay import OutboxRelay, OutboxWakeup
 from restock_detector.store import PiccoloOutboxStore, PiccoloWebhookStore
@@ -31,21 +29,10 @@ SERVICE = "detector"
 
 
 @dataclass
-class Runtime:
+class Runtime(Connections):
     """What the lifespan opened: for the readiness checks and the route's dependency."""
 
-    engine: PostgresEngine | None = None
-    broker: Broker | None = None
     handler: WebhookHandler | None = None
-
-    async def check_database(self) -> None:
-        if self.engine is None:
-            raise RuntimeError("not started")
-        await Tenant.raw("SELECT 1")
-
-    async def check_broker(self) -> None:
-        if self.broker is None or not self.broker.is_open:
-            raise ConnectionError("broker connection closed")
 
     def webhook_handler(self) -> WebhookHandler:
         if self.handler is None:
@@ -100,9 +87,8 @@ def create_app(
             stack.push_async_callback(relay.stop)
             yield
 
-    checks = {"postgresql": runtime.check_database, "broker": runtime.check_broker}
     return Litestar(
-        route_handlers=[*health_routes(checks), ShopifyWebhookController],
+        route_handlers=[*health_routes(runtime.checks()), ShopifyWebhookController],
         dependencies={"webhook_handler": Provide(runtime.webhook_handler, sync_to_thread=False)},
         lifespan=[lifespan],
         request_max_body_size=MAX_BODY_BYTES,
@@ -112,8 +98,4 @@ def create_app(
 
 def main() -> None:
     """Run the detector until SIGTERM."""
-    settings = Settings()
-    setup_logging(SERVICE)
-    setup_tracing(SERVICE)
-    port = settings.http_port or DEFAULT_PORTS[SERVICE]
-    serve(create_app(settings), host=settings.http_host, port=port)
+    run(SERVICE, create_app)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from litestar import Litestar
@@ -18,12 +17,10 @@ from piccolo.engine.postgres import PostgresEngine
 from restock_common import topology
 from restock_common.broker import Broker
 from restock_common.db.engine import open_engine
-from restock_common.db.tables import NotificationJob
 from restock_common.faults import FaultPoints
 from restock_common.messages import Channel, JobBatch
-from restock_common.service import DEFAULT_PORTS, health_routes, serve
+from restock_common.service import Connections, health_routes, run
 from restock_common.settings import Settings
-from restock_common.telemetry import setup_logging, setup_tracing
 from restock_sender.adapters.job_store import PiccoloJobStore
 from restock_sender.handler import BatchHandler, JobHandler
 from restock_sender.providers.smtp import SmtpProvider
@@ -31,23 +28,6 @@ from restock_sender.templates import BUILTIN_EMAIL, JinjaRenderer
 
 CHANNEL: Channel = "email"
 SERVICE = f"sender-{CHANNEL}"
-
-
-@dataclass
-class Runtime:
-    """What the lifespan opened, for the readiness checks."""
-
-    engine: PostgresEngine | None = None
-    broker: Broker | None = None
-
-    async def check_database(self) -> None:
-        if self.engine is None:
-            raise RuntimeError("not started")
-        await NotificationJob.raw("SELECT 1")
-
-    async def check_broker(self) -> None:
-        if self.broker is None or not self.broker.is_open:
-            raise ConnectionError("broker connection closed")
 
 
 def smtp_provider(settings: Settings) -> SmtpProvider:
@@ -84,7 +64,7 @@ def build_batch_handler(
 def create_app(settings: Settings, *, faults: FaultPoints | None = None) -> Litestar:
     """The email sender process as a Litestar app."""
     faults = faults or FaultPoints(settings.fault_point)
-    runtime = Runtime()
+    runtime = Connections()
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -106,15 +86,10 @@ def create_app(settings: Settings, *, faults: FaultPoints | None = None) -> Lite
             stack.push_async_callback(consumer.stop)
             yield
 
-    checks = {"postgresql": runtime.check_database, "broker": runtime.check_broker}
     # logging_config=None keeps telemetry.setup_logging's JSON lines: Litestar's default replaces them.
-    return Litestar(route_handlers=health_routes(checks), lifespan=[lifespan], logging_config=None)
+    return Litestar(route_handlers=health_routes(runtime.checks()), lifespan=[lifespan], logging_config=None)
 
 
 def main() -> None:
     """Run the email sender until SIGTERM."""
-    settings = Settings()
-    setup_logging(SERVICE)
-    setup_tracing(SERVICE)
-    port = settings.http_port or DEFAULT_PORTS[SERVICE]
-    serve(create_app(settings), host=settings.http_host, port=port)
+    run(SERVICE, create_app)

@@ -98,6 +98,15 @@ async def clean_db(engine: object) -> None:
 
 
 @pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    """A plain asyncpg connection to this run's database, for tests that run an app on another event loop
+    (Litestar's AsyncTestClient), where the session's Piccolo pool cannot be used."""
+    connection = await asyncpg.connect(settings.database_url)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
 async def redis_client(settings: Settings) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.from_url(settings.redis_url)
     await client.flushdb()

@@ -14,7 +14,8 @@ from litestar.testing import AsyncTestClient
 
 from restock_admin.app import create_app
 from restock_admin.storefront.signup import hash_ip
-from restock_common.db.tables import ALL_TABLES, Tenant
+from restock_common.db.engine import bind_tables
+from restock_common.db.tables import Tenant
 from restock_common.settings import Settings
 from restock_common.signatures import app_proxy_signature, contact_hash
 
@@ -46,15 +47,7 @@ async def client(settings: Settings, engine: object, clean_db: None) -> AsyncIte
         async with AsyncTestClient(create_app(settings)) as test_client:
             yield test_client
     finally:
-        for table in ALL_TABLES:
-            table._meta.db = engine
-
-
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(settings.database_url)
-    yield connection
-    await connection.close()
+        bind_tables(engine)
 
 
 async def rows(db: asyncpg.Connection, table: str) -> list[asyncpg.Record]:

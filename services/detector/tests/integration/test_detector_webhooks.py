@@ -22,7 +22,8 @@ from litestar.testing import AsyncTestClient
 
 from restock_common import messages, signatures, topology
 from restock_common.broker import Broker
-from restock_common.db.tables import ALL_TABLES, Tenant
+from restock_common.db.engine import bind_tables
+from restock_common.db.tables import Tenant
 from restock_common.keys import restock_window
 from restock_common.rules import Rules, encode_rules
 from restock_common.settings import Settings
@@ -74,15 +75,7 @@ async def client(
         async with AsyncTestClient(create_app(settings, clock=clock)) as test_client:
             yield test_client
     finally:
-        for table in ALL_TABLES:
-            table._meta.db = engine
-
-
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(settings.database_url)
-    yield connection
-    await connection.close()
+        bind_tables(engine)
 
 
 class Shopify:

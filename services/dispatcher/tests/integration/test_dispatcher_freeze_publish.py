@@ -13,8 +13,8 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from restock_common import keys, topology
 from restock_common.broker import Broker
+from restock_common.db.engine import bind_tables
 from restock_common.db.tables import (
-    ALL_TABLES,
     InventoryItem,
     NotificationJob,
     RestockEvent,
@@ -259,6 +259,5 @@ async def test_app_is_ready_and_dispatches_through_its_lifespan(
             await wait_for(published)
     finally:
         # The app bound every table to its own (now closed) engine; give them back to the test's.
-        for table in ALL_TABLES:
-            table._meta.db = engine  # type: ignore[assignment]
+        bind_tables(engine)
     assert len(batches[0].job_ids) == 4

@@ -19,8 +19,8 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from restock_common import keys, topology
 from restock_common.broker import Broker, Consumer
+from restock_common.db.engine import bind_tables
 from restock_common.db.tables import (
-    ALL_TABLES,
     InventoryItem,
     NotificationJob,
     NotificationLog,
@@ -358,8 +358,7 @@ async def test_dispatcher_and_sender_apps_deliver_a_restock_end_to_end(
 
             await wait_for(delivered)
     finally:
-        for table in ALL_TABLES:
-            table._meta.db = engine
+        bind_tables(engine)
     [message] = peer.messages
     assert message["To"] == "ann@example.com"
     [row] = await NotificationJob.select().where(NotificationJob.restock_event == event["id"])

@@ -8,11 +8,16 @@ from restock_common.db.tables import ALL_TABLES
 from restock_common.settings import Settings
 
 
+def bind_tables(engine: PostgresEngine) -> None:
+    """Make every table run its queries on ``engine`` (Piccolo looks a table's engine up per query)."""
+    for table in ALL_TABLES:
+        table._meta.db = engine
+
+
 def make_engine(settings: Settings) -> PostgresEngine:
     """An engine for ``RESTOCK_DATABASE_URL``, bound to every table (no pool yet: see ``open_engine``)."""
     engine = PostgresEngine(config={"dsn": settings.database_url}, extensions=())
-    for table in ALL_TABLES:
-        table._meta.db = engine
+    bind_tables(engine)
     return engine
 
 

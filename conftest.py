@@ -15,13 +15,16 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
+import aio_pika
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from restock_common import topology
 from restock_common.broker import Broker
 from restock_common.db.engine import open_engine
 from restock_common.db.tables import ALL_TABLES
+from restock_common.messages import CHANNELS
 from restock_common.settings import Settings
 
 PG_ADMIN_URL = os.environ.get("RESTOCK_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -91,10 +94,31 @@ async def engine(settings: Settings) -> AsyncIterator[object]:
 
 
 @pytest.fixture
-async def clean_db(engine: object) -> None:
-    """Empty every table before the test (ids restart at 1)."""
+async def clean_db(engine: object, settings: Settings) -> None:
+    """Empty every table before the test (ids restart at 1), and the services' queues with them: a
+    message left by an earlier test would name ids that now belong to this test's rows."""
     names = ", ".join(table._meta.tablename for table in ALL_TABLES)
     await ALL_TABLES[0].raw(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    await _purge_service_queues(settings)
+
+
+async def _purge_service_queues(settings: Settings) -> None:
+    service_queues = [
+        topology.dispatcher_queue(settings.delivery_limit).name,
+        *(topology.sender_queue(channel, settings.delivery_limit).name for channel in CHANNELS),
+    ]
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        for name in service_queues:
+            channel = await connection.channel()
+            try:  # passive: a queue no test declared yet stays undeclared (unroutable publishes are tested)
+                queue = await channel.declare_queue(name, passive=True)
+                await queue.purge()
+                await channel.close()
+            except aio_pika.exceptions.ChannelClosed:
+                pass
+    finally:
+        await connection.close()
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ The end-to-end tests use ``Stack`` with free ports and their own database, vhost
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import socket
@@ -19,7 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import asyncpg
 import httpx
+
+from restock_common.rules import Rules
+from restock_common.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -171,6 +177,32 @@ def register_shop(env: dict[str, str], shop_domain: str, *, fresh: bool = False)
             [*admin, "remove", shop_domain, "--yes", "--actor", "make-run"], env=full_env, check=True
         )
     subprocess.run([*admin, "add", shop_domain, "--access-token", "shpat_sandbox"], env=full_env, check=True)
+    database_url = full_env.get("RESTOCK_DATABASE_URL") or Settings().database_url
+    asyncio.run(_set_demo_rules(database_url, shop_domain))
+
+
+def encode_rules_patch(**fields: object) -> str:
+    """A partial rules body (JSON) merged into the shop's row; every name must be a ``Rules`` field."""
+    unknown = set(fields) - set(Rules.__struct_fields__)
+    if unknown:
+        raise ValueError(f"not rules: {sorted(unknown)}")
+    return json.dumps(fields)
+
+
+async def _set_demo_rules(database_url: str, shop_domain: str) -> None:
+    """The demo shop restocks without the default 5-minute debounce, so ``make demo-restock`` answers at
+    once. (The admin API's rule editor will own this; until then the sandbox writes the shop's row.)"""
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(
+            "INSERT INTO rules (tenant, body, version, updated_at, updated_by) "
+            "SELECT id, $2::jsonb, 1, now(), 'sandbox' FROM tenants WHERE shop_domain = $1 "
+            "ON CONFLICT (tenant) DO UPDATE SET body = rules.body || EXCLUDED.body, updated_at = now()",
+            shop_domain,
+            encode_rules_patch(debounce_seconds=0),
+        )
+    finally:
+        await connection.close()
 
 
 def main() -> None:

@@ -54,6 +54,16 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(default=120, ge=5)
     # Jobs one sender process works on at once (its SMTP pool holds as many connections).
     sender_concurrency: int = Field(default=8, ge=1, le=256)
+    # The dispatcher: targets per freeze page (one Redis pipeline, one insert each), and the publish
+    # sweeper, which publishes pending jobs still unpublished this long after their freeze committed.
+    freeze_page_size: int = Field(default=1_000, ge=1, le=10_000)
+    publish_sweep_after_seconds: float = Field(default=300.0, gt=0)
+    publish_sweep_interval_seconds: float = Field(default=15.0, gt=0)
+    # The sender's scheduler tick: due retries republished, expired leases reaped, unpublished jobs sent.
+    retry_poll_seconds: float = Field(default=1.0, gt=0)
+    # A pending job never published (a lost publish) is published by the sender's scheduler once untouched
+    # this long, so it does not race a dispatcher still publishing a large freeze. Replays go at once.
+    republish_grace_seconds: float = Field(default=30.0, ge=0)
 
     # The sandbox (development and tests only): where its Shopify store delivers webhooks and forwards
     # App Proxy requests, and the shop it plays. Its own ports come from RESTOCK_SMTP_PORT and the port of

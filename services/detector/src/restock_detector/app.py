@@ -1,4 +1,5 @@
-"""The detector's composition root: settings -> engine, broker -> store, handler, relay -> Litestar app.
+"""The detector's composition root: settings -> engine, broker -> store, handler, relay, armed-restock
+scheduler -> Litestar app.
 
 The only module that names concrete adapters. ``create_app`` builds the app that production runs; tests
 pass their own engine and broker (which the app then neither opens nor closes) and, if they like, a clock.
@@ -22,7 +23,8 @@ from restock_common.service import Connections, health_routes, run
 from restock_common.settings import Settings
 from restock_detector.handler import Clock, WebhookHandler
 from restock_detector.relay import OutboxRelay, OutboxWakeup
-from restock_detector.store import PiccoloOutboxStore, PiccoloWebhookStore
+from restock_detector.scheduler import TICK_SECONDS, ArmedRestockScheduler
+from restock_detector.store import PiccoloArmedStore, PiccoloOutboxStore, PiccoloWebhookStore
 from restock_detector.webhooks import MAX_BODY_BYTES, ShopifyWebhookController
 
 SERVICE = "detector"
@@ -51,10 +53,12 @@ def create_app(
     *,
     clock: Clock | None = None,
     faults: FaultPoints | None = None,
+    scheduler_tick_seconds: float = TICK_SECONDS,
 ) -> Litestar:
     """The detector process as a Litestar app. Without ``engine``/``broker`` the lifespan opens its own
     from ``settings`` and closes them at shutdown."""
     faults = faults or FaultPoints(settings.fault_point)
+    clock = clock or _utc_now
     runtime = Runtime()
 
     @asynccontextmanager
@@ -73,7 +77,7 @@ def create_app(
                 settings.shopify_api_secret.get_secret_value(),
                 PiccoloWebhookStore(runtime.engine),
                 wakeup,
-                clock or _utc_now,
+                clock,
             )
             relay = OutboxRelay(
                 PiccoloOutboxStore(runtime.engine),
@@ -83,8 +87,14 @@ def create_app(
                 settings.outbox_poll_seconds,
             )
             relay.start()
-            # Last in, first out: the relay finishes its batch before the broker and the pool close.
+            # Last in, first out: the scheduler settles its batch, then the relay publishes what is
+            # committed, before the broker and the pool close.
             stack.push_async_callback(relay.stop)
+            scheduler = ArmedRestockScheduler(
+                PiccoloArmedStore(runtime.engine), wakeup, clock, scheduler_tick_seconds
+            )
+            scheduler.start()
+            stack.push_async_callback(scheduler.stop)
             yield
 
     return Litestar(

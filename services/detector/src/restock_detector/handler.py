@@ -3,32 +3,32 @@
 Order matters: the HMAC is checked before anything else is read (an unsigned request learns nothing),
 then the headers, the topic and the payload; every refusal is a 4xx with a reason and writes nothing.
 An accepted webhook is processed in one transaction (receipt, snapshot, decision, restock event, outbox
-row), and the relay is woken only after that commit.
+row), and the relay is woken only after that commit. A repeat of a webhook id, or of an event id Shopify
+resends under a new webhook id, is answered 200 ``duplicate`` and not processed. The shop's lifecycle and
+the compliance topics are in ``lifecycle.py``; the compliance topics are answered for an uninstalled
+shop too (``shop/redact`` comes 48 h after the uninstall), and with 200 for a shop we do not know.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from restock_common import keys, messages, signatures, telemetry, topology
-from restock_common.rules import Rules
-from restock_detector import payloads, transitions
+from restock_common import signatures
+from restock_detector import lifecycle, payloads, transitions
 from restock_detector.ports import (
     ItemMapping,
     LevelObservation,
-    NewRestock,
-    OutboxMessage,
     OutboxSignal,
     Receipt,
     Tenant,
     UnitOfWork,
-    VariantRef,
+    VariantMemory,
     WebhookStore,
 )
+from restock_detector.restocks import record_restock
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,10 @@ REQUIRED_HEADERS = (TOPIC_HEADER, SHOP_HEADER, WEBHOOK_ID_HEADER)
 HEADER_LIMITS = {TOPIC_HEADER: 64, SHOP_HEADER: 255, WEBHOOK_ID_HEADER: 128, EVENT_ID_HEADER: 128}
 
 PRODUCT_TOPICS = frozenset({payloads.PRODUCTS_CREATE, payloads.PRODUCTS_UPDATE})
-TOPICS = PRODUCT_TOPICS | {payloads.INVENTORY_LEVELS_UPDATE}
+LEVEL_TOPICS = frozenset({payloads.INVENTORY_LEVELS_UPDATE})
+TOPICS = PRODUCT_TOPICS | LEVEL_TOPICS | lifecycle.PRIVACY_TOPICS | {payloads.APP_UNINSTALLED}
+
+Payload = payloads.Product | payloads.InventoryLevelUpdate | payloads.Shop | payloads.PrivacyRequest
 
 Clock = Callable[[], datetime]
 
@@ -97,13 +100,33 @@ class WebhookHandler:
             payload = _decode(topic, body)
         except payloads.PayloadError as error:
             return _refuse(400, error.reason)
-        tenant = await self.store.find_tenant(headers[SHOP_HEADER].strip().lower())
+        privacy = isinstance(payload, payloads.PrivacyRequest)
+        shop = headers[SHOP_HEADER].strip().lower()
+        tenant = await self.store.find_tenant(shop, installed_only=not privacy)
+        if tenant is None and privacy:
+            # Nothing of theirs is held here; a 4xx would only make Shopify retry for two days.
+            return Result(200, {"status": "unknown_shop"})
         if tenant is None:
             return _refuse(404, f"unknown shop {headers[SHOP_HEADER]!r}")
         receipt = _receipt(headers, tenant)
         if isinstance(payload, payloads.Product):
             return await self._products(receipt, tenant, payload)
-        return await self._inventory_level(receipt, tenant, payload)
+        if isinstance(payload, payloads.InventoryLevelUpdate):
+            return await self._inventory_level(receipt, tenant, payload)
+        return await self._lifecycle(receipt, tenant, payload)
+
+    async def _lifecycle(
+        self, receipt: Receipt, tenant: Tenant, payload: payloads.Shop | payloads.PrivacyRequest
+    ) -> Result:
+        async with self.store.unit_of_work() as work:
+            if not await work.claim_receipt(receipt):
+                return Result(200, {"status": "duplicate"})
+            if isinstance(payload, payloads.Shop):
+                body = await lifecycle.uninstall(work, tenant, self.clock())
+            else:
+                body = await lifecycle.privacy(work, tenant, receipt.topic, payload, self.clock())
+        log.info("shop lifecycle webhook", extra={"tenant_id": tenant.id, "topic": receipt.topic, **body})
+        return Result(200, body)
 
     async def _products(self, receipt: Receipt, tenant: Tenant, product: payloads.Product) -> Result:
         async with self.store.unit_of_work() as work:
@@ -143,58 +166,50 @@ class WebhookHandler:
         memory = await work.lock_variant(tenant.id, variant.variant_id)
         total = await work.variant_total(tenant.id, variant.variant_id, rules.excluded_location_ids)
         now = self.clock()
-        decision = transitions.decide(memory.available, total, memory.last_restock_at, now, rules)
-        await work.save_variant(tenant.id, variant.variant_id, total, now)
-        if isinstance(decision, transitions.NoRestock):
-            return decision.reason.value
-        await self._record_restock(work, tenant, variant, decision, now, rules)
-        return "restock"
-
-    async def _record_restock(
-        self,
-        work: UnitOfWork,
-        tenant: Tenant,
-        variant: VariantRef,
-        restock: transitions.Restock,
-        now: datetime,
-        rules: Rules,
-    ) -> None:
-        traceparent = telemetry.current_traceparent()
-        window = keys.restock_window(now, rules.restock_window_seconds)
-        event_id = await work.record_restock(
-            NewRestock(
-                tenant.id, variant.variant_id, variant.product_id, restock.available, window, now, traceparent
-            )
-        )
-        event = messages.RestockDetected(
-            restock_event_id=event_id,
-            tenant_id=tenant.id,
-            shop_domain=tenant.shop_domain,
-            variant_id=variant.variant_id,
-            product_id=variant.product_id,
-            available=restock.available,
-            restock_window=window,
-            detected_at=now,
-        )
-        await work.enqueue(
-            OutboxMessage(
-                tenant.id,
-                topology.RESTOCK_DETECTED,
-                uuid.uuid4(),
-                f"{tenant.id}:{variant.variant_id}",
-                messages.encode(event).decode(),
-                traceparent,
-            )
-        )
-        log.info(
-            "restock detected",
-            extra={"tenant_id": tenant.id, "variant_id": variant.variant_id, "restock_event_id": event_id},
-        )
+        outcome = transitions.observe(_memory(memory), total, now, rules)
+        fired = False
+        if isinstance(outcome.expired, transitions.Restock) and memory.armed_at is not None:
+            at = transitions.due_at(memory.armed_at, rules)
+            await record_restock(work, tenant, variant, outcome.expired.available, at, rules)
+            fired = True
+        decision = outcome.decision
+        await work.save_variant(tenant.id, variant.variant_id, total, now, _armed_at(decision, memory, now))
+        if isinstance(decision, transitions.Restock):
+            await record_restock(work, tenant, variant, decision.available, now, rules)
+            fired = True
+        return "restock" if fired else _status(decision)
 
 
-def _decode(topic: str, body: bytes) -> payloads.Product | payloads.InventoryLevelUpdate:
+def _memory(memory: VariantMemory) -> transitions.Memory:
+    return transitions.Memory(memory.available, memory.last_restock_at, memory.armed_at)
+
+
+def _armed_at(decision: transitions.Decision, memory: VariantMemory, now: datetime) -> datetime | None:
+    """Since when the variant is armed after ``decision`` (None: not armed)."""
+    if isinstance(decision, transitions.Arm):
+        return now
+    if decision == transitions.NoRestock(transitions.Reason.ARMED):
+        return memory.armed_at
+    return None
+
+
+def _status(decision: transitions.Decision) -> str:
+    if isinstance(decision, transitions.Arm):
+        return "armed"
+    if isinstance(decision, transitions.Disarm):
+        return "disarmed"
+    if isinstance(decision, transitions.NoRestock):
+        return decision.reason.value
+    return "restock"
+
+
+def _decode(topic: str, body: bytes) -> Payload:
     if topic in PRODUCT_TOPICS:
         return payloads.decode(body, payloads.Product)
+    if topic in lifecycle.PRIVACY_TOPICS:
+        return payloads.decode(body, payloads.PrivacyRequest)
+    if topic == payloads.APP_UNINSTALLED:
+        return payloads.decode(body, payloads.Shop)
     return payloads.decode(body, payloads.InventoryLevelUpdate)
 
 

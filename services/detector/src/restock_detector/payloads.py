@@ -17,6 +17,10 @@ AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 INVENTORY_LEVELS_UPDATE: Final = "inventory_levels/update"
 PRODUCTS_CREATE: Final = "products/create"
 PRODUCTS_UPDATE: Final = "products/update"
+APP_UNINSTALLED: Final = "app/uninstalled"
+CUSTOMERS_DATA_REQUEST: Final = "customers/data_request"
+CUSTOMERS_REDACT: Final = "customers/redact"
+SHOP_REDACT: Final = "shop/redact"
 
 DEFAULT_VARIANT_TITLE: Final = "Default Title"
 
@@ -51,6 +55,36 @@ class Product(msgspec.Struct, frozen=True, kw_only=True):
     variants: list[Variant]
 
 
+class Shop(msgspec.Struct, frozen=True, kw_only=True):
+    """``app/uninstalled``: the shop resource; nothing in it is needed (the header names the shop)."""
+
+    id: int | None = None
+
+
+class Customer(msgspec.Struct, frozen=True, kw_only=True):
+    """The customer named by a privacy request. Email and phone are only hashed, never stored or logged."""
+
+    id: int | None = None
+    email: str | None = None
+    phone: str | None = None
+
+
+class DataRequest(msgspec.Struct, frozen=True, kw_only=True):
+    id: int | None = None
+
+
+class PrivacyRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """``customers/data_request``, ``customers/redact`` and ``shop/redact`` (the mandatory compliance
+    webhooks): the shop, and for the customer topics the customer and the orders concerned."""
+
+    shop_id: int
+    shop_domain: str
+    customer: Customer | None = None
+    orders_requested: list[int] = msgspec.field(default_factory=list)
+    orders_to_redact: list[int] = msgspec.field(default_factory=list)
+    data_request: DataRequest | None = None
+
+
 class PayloadError(ValueError):
     """The body is not JSON, or not the payload its topic promises; ``reason`` says why."""
 
@@ -59,7 +93,7 @@ class PayloadError(ValueError):
         self.reason = reason
 
 
-P = TypeVar("P", InventoryLevelUpdate, Product)
+P = TypeVar("P", InventoryLevelUpdate, Product, Shop, PrivacyRequest)
 
 
 def decode(body: bytes, kind: type[P]) -> P:

@@ -70,6 +70,29 @@ class VariantMemory:
 
     available: int
     last_restock_at: datetime | None
+    armed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ArmedVariant:
+    """A variant whose debounce has ended, locked for the scheduler to settle."""
+
+    tenant: Tenant
+    variant: VariantRef
+    armed_at: datetime
+    last_restock_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One ``audit_log`` row: ids only, never an email address or a phone number."""
+
+    tenant_id: int | None
+    action: str
+    target_type: str
+    target_ids: list[int]
+    detail: dict[str, object]
+    trace_id: str | None
 
 
 @dataclass(frozen=True)
@@ -112,7 +135,8 @@ class UnitOfWork(Protocol):
     """The writes of one webhook, all inside one database transaction (committed on a clean exit)."""
 
     async def claim_receipt(self, receipt: Receipt) -> bool:
-        """Record the delivery; False when this webhook id was already processed."""
+        """Record the delivery; False when this webhook id, or this shop's event id (Shopify resends an
+        event under a new webhook id), was already processed."""
 
     async def rules_of(self, tenant_id: int) -> Rules:
         """The shop's rules (the defaults when it has none)."""
@@ -136,24 +160,59 @@ class UnitOfWork(Protocol):
     ) -> int:
         """The sum of the variant's items' levels over the locations not excluded."""
 
-    async def save_variant(self, tenant_id: int, variant_id: int, available: int, now: datetime) -> None:
-        """Remember the variant's new total."""
+    async def save_variant(
+        self, tenant_id: int, variant_id: int, available: int, now: datetime, armed_at: datetime | None
+    ) -> None:
+        """Remember the variant's new total and whether (since when) it is armed."""
 
     async def record_restock(self, restock: NewRestock) -> int:
-        """Insert the restock event, start the variant's cooldown; returns the event id."""
+        """Insert the restock event, start the variant's cooldown, disarm it; returns the event id."""
 
     async def enqueue(self, message: OutboxMessage) -> None:
         """Add an event to the outbox, to be published by the relay after commit."""
+
+    async def mark_uninstalled(self, tenant_id: int, now: datetime) -> None:
+        """The shop uninstalled the app: its webhooks are refused from now on, its armed variants disarmed."""
+
+    async def redact_contacts(
+        self, tenant_id: int, contact_hashes: Sequence[str], now: datetime
+    ) -> list[int]:
+        """Erase email and phone of the shop's subscriptions of these contacts; returns their ids."""
+
+    async def subscriptions_of(self, tenant_id: int, contact_hashes: Sequence[str]) -> list[int]:
+        """The ids of the shop's subscriptions of these contacts."""
+
+    async def delete_tenant(self, tenant_id: int) -> None:
+        """Delete the shop and, by cascade, every row it owns."""
+
+    async def audit(self, entry: AuditEntry) -> None:
+        """Append an ``audit_log`` row."""
 
 
 class WebhookStore(Protocol):
     """Where webhooks are recorded."""
 
-    async def find_tenant(self, shop_domain: str) -> Tenant | None:
-        """The installed shop of this domain, or None (unknown or uninstalled)."""
+    async def find_tenant(self, shop_domain: str, *, installed_only: bool = True) -> Tenant | None:
+        """The installed shop of this domain, or None (unknown or, unless ``installed_only`` is False,
+        uninstalled)."""
 
     def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
         """A transaction: committed when the block exits cleanly, rolled back on an exception."""
+
+
+class ArmedBatch(Protocol):
+    """Armed variants whose debounce has ended, locked until the batch's transaction ends."""
+
+    variants: Sequence[ArmedVariant]
+    work: UnitOfWork
+
+
+class ArmedStore(Protocol):
+    """``variant_states`` from the armed-restock scheduler's side."""
+
+    def claim_due(self, now: datetime, limit: int) -> AbstractAsyncContextManager[ArmedBatch]:
+        """In one transaction: lock up to ``limit`` armed variants of installed shops whose debounce has
+        ended by ``now``, skipping rows a webhook or another replica holds."""
 
 
 class OutboxSignal(Protocol):

@@ -15,16 +15,18 @@ from typing import Any
 from piccolo.engine.postgres import PostgresEngine
 
 from restock_common.db.tables import (
+    AuditLog,
     InventoryItem,
     Outbox,
     RestockEvent,
     Rule,
     StockSnapshot,
+    Subscription,
     Tenant,
     VariantState,
     WebhookReceipt,
 )
-from restock_common.rules import Rules, decode_rules
+from restock_common.rules import DEFAULT_RULES, Rules, decode_rules
 from restock_detector import ports
 
 _CLAIM_RECEIPT = """
@@ -33,6 +35,12 @@ VALUES ({}, {}, {}, {}, {}, now())
 ON CONFLICT (webhook_id) DO NOTHING
 RETURNING id
 """
+
+# event_id is not UNIQUE (a shop's event ids are Shopify's, and older rows may have none): concurrent
+# resends of one event are serialized on a transaction-scoped advisory lock named after it instead.
+_LOCK_EVENT = "SELECT pg_advisory_xact_lock(hashtextextended({}, 0))"
+
+_EVENT_SEEN = "SELECT 1 FROM webhook_receipts WHERE shop_domain = {} AND event_id = {} LIMIT 1"
 
 _SAVE_ITEMS = """
 INSERT INTO inventory_items (tenant, inventory_item_id, variant_id, product_id, sku, title, updated_at)
@@ -63,7 +71,7 @@ ON CONFLICT (tenant, variant_id) DO NOTHING
 """
 
 _LOCK_VARIANT = """
-SELECT available, last_restock_at FROM variant_states
+SELECT available, last_restock_at, armed_at FROM variant_states
 WHERE tenant = {} AND variant_id = {}
 FOR UPDATE
 """
@@ -73,6 +81,28 @@ SELECT COALESCE(SUM(s.available), 0) AS total
 FROM stock_snapshots s
 JOIN inventory_items i ON i.tenant = s.tenant AND i.inventory_item_id = s.inventory_item_id
 WHERE i.tenant = {} AND i.variant_id = {} AND s.location_id <> ALL({}::bigint[])
+"""
+
+# Armed variants of installed shops whose debounce (the shop's rule, else the default) has ended.
+_CLAIM_DUE = """
+SELECT v.tenant, t.shop_domain, v.variant_id, v.armed_at, v.last_restock_at,
+       (SELECT i.product_id FROM inventory_items i
+        WHERE i.tenant = v.tenant AND i.variant_id = v.variant_id ORDER BY i.id LIMIT 1) AS product_id
+FROM variant_states v
+JOIN tenants t ON t.id = v.tenant AND t.uninstalled_at IS NULL
+LEFT JOIN rules r ON r.tenant = v.tenant
+WHERE v.armed_at IS NOT NULL
+  AND v.armed_at + make_interval(secs => COALESCE((r.body ->> 'debounce_seconds')::double precision, {}))
+      <= {}
+ORDER BY v.armed_at
+LIMIT {}
+FOR UPDATE OF v SKIP LOCKED
+"""
+
+_REDACT = """
+UPDATE subscriptions SET email = NULL, phone = NULL, redacted_at = {}
+WHERE tenant = {} AND contact_hash = ANY({}::varchar[])
+RETURNING id
 """
 
 _CLAIM_OUTBOX = """
@@ -90,12 +120,11 @@ class PiccoloWebhookStore:
     def __init__(self, engine: PostgresEngine) -> None:
         self.engine = engine
 
-    async def find_tenant(self, shop_domain: str) -> ports.Tenant | None:
-        row = await (
-            Tenant.select(Tenant.id, Tenant.shop_domain)
-            .where((Tenant.shop_domain == shop_domain) & Tenant.uninstalled_at.is_null())
-            .first()
-        )
+    async def find_tenant(self, shop_domain: str, *, installed_only: bool = True) -> ports.Tenant | None:
+        query = Tenant.select(Tenant.id, Tenant.shop_domain).where(Tenant.shop_domain == shop_domain)
+        if installed_only:
+            query = query.where(Tenant.uninstalled_at.is_null())
+        row = await query.first()
         return ports.Tenant(row["id"], row["shop_domain"]) if row else None
 
     @asynccontextmanager
@@ -108,6 +137,10 @@ class PiccoloUnitOfWork:
     """``ports.UnitOfWork``: runs inside the transaction opened by ``PiccoloWebhookStore.unit_of_work``."""
 
     async def claim_receipt(self, receipt: ports.Receipt) -> bool:
+        if receipt.event_id is not None:
+            await WebhookReceipt.raw(_LOCK_EVENT, f"{receipt.shop_domain}:{receipt.event_id}")
+            if await WebhookReceipt.raw(_EVENT_SEEN, receipt.shop_domain, receipt.event_id):
+                return False
         rows = await WebhookReceipt.raw(
             _CLAIM_RECEIPT,
             receipt.webhook_id,
@@ -159,7 +192,7 @@ class PiccoloUnitOfWork:
     async def lock_variant(self, tenant_id: int, variant_id: int) -> ports.VariantMemory:
         await VariantState.raw(_ENSURE_VARIANT, tenant_id, variant_id)
         rows = await VariantState.raw(_LOCK_VARIANT, tenant_id, variant_id)
-        return ports.VariantMemory(rows[0]["available"], rows[0]["last_restock_at"])
+        return ports.VariantMemory(rows[0]["available"], rows[0]["last_restock_at"], rows[0]["armed_at"])
 
     async def variant_total(
         self, tenant_id: int, variant_id: int, excluded_location_ids: Sequence[int]
@@ -167,11 +200,15 @@ class PiccoloUnitOfWork:
         rows = await StockSnapshot.raw(_VARIANT_TOTAL, tenant_id, variant_id, list(excluded_location_ids))
         return int(rows[0]["total"])
 
-    async def save_variant(self, tenant_id: int, variant_id: int, available: int, now: datetime) -> None:
+    async def save_variant(
+        self, tenant_id: int, variant_id: int, available: int, now: datetime, armed_at: datetime | None
+    ) -> None:
         await VariantState.raw(
-            "UPDATE variant_states SET available = {}, updated_at = {} WHERE tenant = {} AND variant_id = {}",
+            "UPDATE variant_states SET available = {}, updated_at = {}, armed_at = {}"
+            " WHERE tenant = {} AND variant_id = {}",
             available,
             now,
+            armed_at,
             tenant_id,
             variant_id,
         )
@@ -189,7 +226,8 @@ class PiccoloUnitOfWork:
         )
         await event.save()
         await VariantState.raw(
-            "UPDATE variant_states SET last_restock_at = {} WHERE tenant = {} AND variant_id = {}",
+            "UPDATE variant_states SET last_restock_at = {}, armed_at = NULL"
+            " WHERE tenant = {} AND variant_id = {}",
             restock.detected_at,
             restock.tenant_id,
             restock.variant_id,
@@ -205,6 +243,69 @@ class PiccoloUnitOfWork:
             payload=message.payload,
             traceparent=message.traceparent,
         ).save()
+
+    async def mark_uninstalled(self, tenant_id: int, now: datetime) -> None:
+        await Tenant.raw("UPDATE tenants SET uninstalled_at = {} WHERE id = {}", now, tenant_id)
+        await VariantState.raw("UPDATE variant_states SET armed_at = NULL WHERE tenant = {}", tenant_id)
+
+    async def redact_contacts(
+        self, tenant_id: int, contact_hashes: Sequence[str], now: datetime
+    ) -> list[int]:
+        rows = await Subscription.raw(_REDACT, now, tenant_id, list(contact_hashes))
+        return sorted(row["id"] for row in rows)
+
+    async def subscriptions_of(self, tenant_id: int, contact_hashes: Sequence[str]) -> list[int]:
+        rows = await Subscription.raw(
+            "SELECT id FROM subscriptions WHERE tenant = {} AND contact_hash = ANY({}::varchar[])"
+            " ORDER BY id",
+            tenant_id,
+            list(contact_hashes),
+        )
+        return [row["id"] for row in rows]
+
+    async def delete_tenant(self, tenant_id: int) -> None:
+        await Tenant.raw("DELETE FROM tenants WHERE id = {}", tenant_id)
+
+    async def audit(self, entry: ports.AuditEntry) -> None:
+        await AuditLog(
+            tenant=entry.tenant_id,
+            actor="shopify",
+            action=entry.action,
+            target_type=entry.target_type,
+            target_ids=entry.target_ids,
+            detail=entry.detail,
+            trace_id=entry.trace_id,
+        ).save()
+
+
+class PiccoloArmedStore:
+    """``ports.ArmedStore`` on PostgreSQL: a batch is a transaction holding its variants' row locks."""
+
+    def __init__(self, engine: PostgresEngine) -> None:
+        self.engine = engine
+
+    @asynccontextmanager
+    async def claim_due(self, now: datetime, limit: int) -> AsyncIterator[ports.ArmedBatch]:
+        async with self.engine.transaction():
+            rows = await VariantState.raw(_CLAIM_DUE, float(DEFAULT_RULES.debounce_seconds), now, limit)
+            yield PiccoloArmedBatch([_armed_variant(row) for row in rows], PiccoloUnitOfWork())
+
+
+class PiccoloArmedBatch:
+    """``ports.ArmedBatch``: the locked variants and the unit of work of their transaction."""
+
+    def __init__(self, variants: Sequence[ports.ArmedVariant], work: ports.UnitOfWork) -> None:
+        self.variants = variants
+        self.work = work
+
+
+def _armed_variant(row: dict[str, Any]) -> ports.ArmedVariant:
+    return ports.ArmedVariant(
+        tenant=ports.Tenant(row["tenant"], row["shop_domain"]),
+        variant=ports.VariantRef(row["variant_id"], row["product_id"]),
+        armed_at=row["armed_at"],
+        last_restock_at=row["last_restock_at"],
+    )
 
 
 class PiccoloOutboxStore:

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from restock_common import signatures
-from restock_common.db.tables import RestockEvent, Tenant, VariantState
+from restock_common.db.tables import RestockEvent, Rule, Tenant, VariantState
+from restock_common.rules import Rules, encode_rules
 from restock_common.settings import Settings
 from restock_detector.handler import Result, WebhookHandler
 from restock_detector.relay import OutboxWakeup
@@ -35,7 +36,9 @@ def _headers(secret: str, topic: str, body: bytes, webhook_id: str) -> dict[str,
 async def test_concurrent_webhooks_for_one_variant_restock_it_once(
     settings: Settings, engine: Any, clean_db: None
 ) -> None:
-    await Tenant.insert(Tenant(shop_domain=SHOP))
+    tenant = Tenant(shop_domain=SHOP)
+    await tenant.save()
+    await Rule(tenant=tenant.id, body=encode_rules(Rules(debounce_seconds=0))).save()
     secret = settings.shopify_api_secret.get_secret_value()
     handler = WebhookHandler(secret, PiccoloWebhookStore(engine), OutboxWakeup(), lambda: datetime.now(UTC))
 

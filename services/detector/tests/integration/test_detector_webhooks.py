@@ -23,7 +23,7 @@ from litestar.testing import AsyncTestClient
 from restock_common import messages, signatures, topology
 from restock_common.broker import Broker
 from restock_common.db.engine import bind_tables
-from restock_common.db.tables import Tenant
+from restock_common.db.tables import Rule, Tenant
 from restock_common.keys import restock_window
 from restock_common.rules import Rules, encode_rules
 from restock_common.settings import Settings
@@ -64,6 +64,8 @@ def clock() -> Clock:
 async def tenant_id(clean_db: None) -> int:
     tenant = Tenant(shop_domain=SHOP)
     await tenant.save()
+    # No debounce unless a test sets one: most tests are about what fires, not when.
+    await Rule(tenant=tenant.id, body=encode_rules(Rules(debounce_seconds=0))).save()
     return int(tenant.id)
 
 
@@ -157,7 +159,9 @@ async def counts(db: asyncpg.Connection) -> dict[str, int]:
 
 async def set_rules(db: asyncpg.Connection, tenant_id: int, rules: Rules) -> None:
     await db.execute(
-        "INSERT INTO rules (tenant, body) VALUES ($1, $2::jsonb)", tenant_id, encode_rules(rules)
+        "UPDATE rules SET body = $2::jsonb, version = version + 1 WHERE tenant = $1",
+        tenant_id,
+        encode_rules(rules),
     )
 
 
@@ -247,7 +251,7 @@ async def test_more_stock_and_a_flap_inside_the_cooldown_do_nothing(
 async def test_after_the_cooldown_a_new_restock_fires(
     shopify: Shopify, clock: Clock, tenant_id: int, db: asyncpg.Connection
 ) -> None:
-    await set_rules(db, tenant_id, Rules(cooldown_seconds=3600))
+    await set_rules(db, tenant_id, Rules(cooldown_seconds=3600, debounce_seconds=0))
     await shopify.product((VARIANT_ID, "M", ITEM_ID))
     assert await statuses(shopify, 5, 0) == ["restock", "was_available"]
     clock.now += timedelta(seconds=3601)
@@ -258,7 +262,7 @@ async def test_after_the_cooldown_a_new_restock_fires(
 async def test_excluded_locations_do_not_count(
     shopify: Shopify, tenant_id: int, db: asyncpg.Connection
 ) -> None:
-    await set_rules(db, tenant_id, Rules(excluded_location_ids=[9]))
+    await set_rules(db, tenant_id, Rules(excluded_location_ids=[9], debounce_seconds=0))
     await shopify.product((VARIANT_ID, "M", ITEM_ID))
     assert (await shopify.set_level(40, location=9)).json() == {"status": "still_out"}
     assert (await shopify.set_level(2)).json() == {"status": "restock"}

@@ -1,7 +1,9 @@
-"""The webhook handler with recording fakes of its ports: no database, no broker, no event loop tricks."""
+"""The webhook handler (and the armed-restock scheduler, which shares its unit of work) with recording
+fakes of their ports: no database, no broker, no event loop tricks."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from collections.abc import AsyncIterator, Sequence
@@ -16,6 +18,8 @@ from restock_common.keys import restock_window
 from restock_common.rules import Rules
 from restock_detector.handler import WebhookHandler
 from restock_detector.ports import (
+    ArmedVariant,
+    AuditEntry,
     ItemMapping,
     LevelObservation,
     NewRestock,
@@ -25,6 +29,8 @@ from restock_detector.ports import (
     VariantMemory,
     VariantRef,
 )
+from restock_detector.scheduler import ArmedRestockScheduler
+from restock_detector.transitions import due_at
 
 SECRET = "unit-secret"
 SHOP = "unit-shop.myshopify.com"
@@ -43,6 +49,11 @@ class Data:
     variants: dict[int, VariantMemory] = field(default_factory=dict)
     restocks: list[NewRestock] = field(default_factory=list)
     outbox: list[OutboxMessage] = field(default_factory=list)
+    subscriptions: dict[int, str] = field(default_factory=dict)  # id -> contact_hash
+    redacted: dict[int, datetime] = field(default_factory=dict)
+    audit: list[AuditEntry] = field(default_factory=list)
+    uninstalled_at: datetime | None = None
+    deleted: bool = False
 
 
 class FakeUnitOfWork:
@@ -98,17 +109,19 @@ class FakeUnitOfWork:
             and location not in excluded_location_ids
         )
 
-    async def save_variant(self, tenant_id: int, variant_id: int, available: int, now: datetime) -> None:
+    async def save_variant(
+        self, tenant_id: int, variant_id: int, available: int, now: datetime, armed_at: datetime | None
+    ) -> None:
         self.store.calls.append("save_variant")
         self.data.variants[variant_id] = VariantMemory(
-            available, self.data.variants[variant_id].last_restock_at
+            available, self.data.variants[variant_id].last_restock_at, armed_at
         )
 
     async def record_restock(self, restock: NewRestock) -> int:
         self.store.calls.append("record_restock")
         self.data.restocks.append(restock)
         memory = self.data.variants[restock.variant_id]
-        self.data.variants[restock.variant_id] = VariantMemory(memory.available, restock.detected_at)
+        self.data.variants[restock.variant_id] = VariantMemory(memory.available, restock.detected_at, None)
         return len(self.data.restocks)
 
     async def enqueue(self, message: OutboxMessage) -> None:
@@ -117,21 +130,73 @@ class FakeUnitOfWork:
             raise ConnectionError("database went away")
         self.data.outbox.append(message)
 
+    async def mark_uninstalled(self, tenant_id: int, now: datetime) -> None:
+        self.store.calls.append("mark_uninstalled")
+        self.data.uninstalled_at = now
+        for variant, memory in self.data.variants.items():
+            self.data.variants[variant] = VariantMemory(memory.available, memory.last_restock_at, None)
+
+    async def redact_contacts(
+        self, tenant_id: int, contact_hashes: Sequence[str], now: datetime
+    ) -> list[int]:
+        self.store.calls.append("redact_contacts")
+        ids = await self.subscriptions_of(tenant_id, contact_hashes)
+        self.data.redacted.update(dict.fromkeys(ids, now))
+        return ids
+
+    async def subscriptions_of(self, tenant_id: int, contact_hashes: Sequence[str]) -> list[int]:
+        return sorted(id_ for id_, hash_ in self.data.subscriptions.items() if hash_ in contact_hashes)
+
+    async def delete_tenant(self, tenant_id: int) -> None:
+        self.store.calls.append("delete_tenant")
+        self.data.deleted = True
+
+    async def audit(self, entry: AuditEntry) -> None:
+        self.store.calls.append("audit")
+        self.data.audit.append(entry)
+
+
+@dataclass
+class FakeArmedBatch:
+    variants: list[ArmedVariant]
+    work: FakeUnitOfWork
+
+
+class FakeArmedStore:
+    """``ArmedStore`` over the same fake data: the armed variants due under the store's rules."""
+
+    def __init__(self, store: FakeStore) -> None:
+        self.store = store
+
+    @asynccontextmanager
+    async def claim_due(self, now: datetime, limit: int) -> AsyncIterator[FakeArmedBatch]:
+        async with self.store.unit_of_work() as work:
+            due = [
+                ArmedVariant(TENANT, VariantRef(variant, PRODUCT), memory.armed_at, memory.last_restock_at)
+                for variant, memory in work.data.variants.items()
+                if memory.armed_at is not None and due_at(memory.armed_at, self.store.rules) <= now
+            ]
+            yield FakeArmedBatch(due[:limit], work)
+
 
 class FakeStore:
     """``WebhookStore`` in memory; ``in_transaction`` lets the signal check it is called after commit."""
 
     def __init__(self, rules: Rules | None = None) -> None:
         self.tenants = {SHOP: TENANT}
-        self.rules = rules or Rules()
+        self.uninstalled: set[str] = set()
+        # No debounce unless a test asks for one: most tests are about what fires, not when.
+        self.rules = rules or Rules(debounce_seconds=0)
         self.data = Data()
         self.calls: list[str] = []
         self.in_transaction = False
         self.fail_on_enqueue = False
         self.excluded_seen: list[int] | None = None
 
-    async def find_tenant(self, shop_domain: str) -> Tenant | None:
+    async def find_tenant(self, shop_domain: str, *, installed_only: bool = True) -> Tenant | None:
         self.calls.append("find_tenant")
+        if installed_only and shop_domain in self.uninstalled:
+            return None
         return self.tenants.get(shop_domain)
 
     @asynccontextmanager
@@ -285,7 +350,7 @@ async def test_in_stock_changes_and_flaps_inside_the_cooldown_do_nothing(
 async def test_the_total_sums_locations_but_not_excluded_ones(
     store: FakeStore, signal: RecordingSignal
 ) -> None:
-    store.rules = Rules(excluded_location_ids=[9])
+    store.rules = Rules(excluded_location_ids=[9], debounce_seconds=0)
     handler = WebhookHandler(SECRET, store, signal, lambda: NOW)
     await known_variant(handler)
     await send(
@@ -411,3 +476,196 @@ async def test_header_names_are_case_insensitive(handler: WebhookHandler, store:
     result = await handler.handle_webhook({name.lower(): value for name, value in headers.items()}, body)
     assert result.status_code == 200
     assert ITEM in store.data.items
+
+
+# Debounce (the handler's side: arming, disarming, settling an ended debounce itself)
+
+DEBOUNCED = Rules(debounce_seconds=300)
+
+
+class MovingClock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def level_at(handler: WebhookHandler, available: int, when: datetime) -> str:
+    result = await send(handler, level(available, at=when), "inventory_levels/update")
+    assert result.status_code == 200
+    return str(result.body["status"])
+
+
+async def test_with_a_debounce_a_rise_arms_and_a_drop_disarms_without_any_restock() -> None:
+    store = FakeStore(DEBOUNCED)
+    handler = WebhookHandler(SECRET, store, RecordingSignal(store), lambda: NOW)
+    await known_variant(handler)
+    assert await level_at(handler, 5, NOW) == "armed"
+    assert store.data.variants[VARIANT] == VariantMemory(5, None, NOW)
+    assert await level_at(handler, 3, NOW + timedelta(seconds=1)) == "armed"
+    assert store.data.variants[VARIANT] == VariantMemory(3, None, NOW)  # armed since the rise
+    assert await level_at(handler, 0, NOW + timedelta(seconds=2)) == "disarmed"
+    assert store.data.variants[VARIANT] == VariantMemory(0, None, None)
+    assert (store.data.restocks, store.data.outbox) == ([], [])
+
+
+async def test_a_webhook_after_the_debounce_ended_fires_the_restock_at_its_end_first() -> None:
+    store, clock = FakeStore(DEBOUNCED), MovingClock()
+    signal = RecordingSignal(store)
+    handler = WebhookHandler(SECRET, store, signal, clock)
+    await known_variant(handler)
+    assert await level_at(handler, 5, NOW) == "armed"
+    clock.now = NOW + timedelta(seconds=301)  # the scheduler has not got there yet
+    assert await level_at(handler, 0, NOW + timedelta(seconds=1)) == "restock"
+    [restock] = store.data.restocks
+    assert (restock.available, restock.detected_at) == (5, NOW + timedelta(seconds=300))
+    assert len(store.data.outbox) == 1
+    assert store.data.variants[VARIANT] == VariantMemory(0, NOW + timedelta(seconds=300), None)
+    assert signal.notified_after_commit == [True]
+
+
+# The armed-restock scheduler
+
+
+async def armed_variant(store: FakeStore, available: int) -> None:
+    handler = WebhookHandler(SECRET, store, RecordingSignal(store), lambda: NOW)
+    await known_variant(handler)
+    assert await level_at(handler, 5, NOW) == "armed"
+    if available != 5:
+        # the snapshot changed without a decision (e.g. an excluded location became counted)
+        store.data.snapshots[(ITEM, LOCATION)] = LevelObservation(ITEM, LOCATION, available, NOW)
+
+
+async def test_the_scheduler_leaves_a_variant_armed_until_its_debounce_ends() -> None:
+    store = FakeStore(DEBOUNCED)
+    await armed_variant(store, 5)
+    signal = RecordingSignal(store)
+    scheduler = ArmedRestockScheduler(FakeArmedStore(store), signal, lambda: NOW + timedelta(seconds=299))
+    assert await scheduler.tick() == 0
+    assert store.data.variants[VARIANT].armed_at == NOW
+    assert (store.data.restocks, signal.notified_after_commit) == ([], [])
+
+
+async def test_the_scheduler_fires_a_held_restock_once_and_wakes_the_relay_after_commit() -> None:
+    store = FakeStore(DEBOUNCED)
+    await armed_variant(store, 5)
+    signal = RecordingSignal(store)
+    later = NOW + timedelta(seconds=330)
+    scheduler = ArmedRestockScheduler(FakeArmedStore(store), signal, lambda: later)
+    assert await scheduler.tick() == 1
+    [restock] = store.data.restocks
+    assert (restock.available, restock.detected_at) == (5, NOW + timedelta(seconds=300))
+    [message] = store.data.outbox
+    event = messages.decode(message.payload.encode(), messages.RestockDetected)
+    assert (event.restock_event_id, event.detected_at) == (1, NOW + timedelta(seconds=300))
+    assert store.data.variants[VARIANT] == VariantMemory(5, NOW + timedelta(seconds=300), None)
+    assert signal.notified_after_commit == [True]
+    assert await scheduler.tick() == 0  # disarmed: never again
+    assert len(store.data.restocks) == 1
+
+
+async def test_the_scheduler_disarms_a_variant_that_is_out_of_stock_again() -> None:
+    store = FakeStore(DEBOUNCED)
+    await armed_variant(store, 0)
+    signal = RecordingSignal(store)
+    scheduler = ArmedRestockScheduler(FakeArmedStore(store), signal, lambda: NOW + timedelta(seconds=300))
+    assert await scheduler.tick() == 1
+    assert store.data.variants[VARIANT] == VariantMemory(0, None, None)
+    assert (store.data.restocks, signal.notified_after_commit) == ([], [])
+
+
+async def test_the_scheduler_stops_gracefully() -> None:
+    store = FakeStore(DEBOUNCED)
+    scheduler = ArmedRestockScheduler(FakeArmedStore(store), RecordingSignal(store), lambda: NOW, 3600)
+    scheduler.start()
+    await asyncio.wait_for(scheduler.stop(), 5)  # does not wait out its hour-long tick
+
+
+# Shop lifecycle and compliance topics
+
+EMAIL, PHONE = "Shopper@Example.com", "+16135550123"
+CUSTOMER = {"id": 191167, "email": EMAIL, "phone": PHONE}
+
+
+def privacy(**extra: object) -> dict[str, object]:
+    return {"shop_id": 548380009, "shop_domain": SHOP, **extra}
+
+
+async def test_app_uninstalled_marks_the_shop_disarms_and_audits(
+    handler: WebhookHandler, store: FakeStore
+) -> None:
+    store.data.variants[VARIANT] = VariantMemory(5, None, NOW)
+    result = await send(handler, {"id": 548380009, "email": "owner@example.com"}, "app/uninstalled")
+    assert (result.status_code, result.body) == (200, {"status": "uninstalled"})
+    assert store.data.uninstalled_at == NOW
+    assert store.data.variants[VARIANT].armed_at is None
+    [entry] = store.data.audit
+    assert (entry.tenant_id, entry.action, entry.target_type) == (TENANT.id, "app.uninstalled", "shop")
+    assert "owner@example.com" not in repr(entry)
+
+
+async def test_customers_redact_matches_by_contact_hash_and_audits_ids_only(
+    handler: WebhookHandler, store: FakeStore
+) -> None:
+    store.data.subscriptions = {
+        1: signatures.contact_hash(EMAIL),
+        2: signatures.contact_hash(PHONE),
+        3: signatures.contact_hash("other@example.com"),
+    }
+    result = await send(handler, privacy(customer=CUSTOMER, orders_to_redact=[11, 12]), "customers/redact")
+    assert (result.status_code, result.body) == (200, {"status": "redacted", "subscriptions": 2})
+    assert store.data.redacted == {1: NOW, 2: NOW}
+    [entry] = store.data.audit
+    assert (entry.action, entry.target_type, entry.target_ids) == (
+        "privacy.customers/redact",
+        "customer",
+        [191167],
+    )
+    assert entry.detail == {
+        "shop_id": 548380009,
+        "customer_id": 191167,
+        "orders_to_redact": [11, 12],
+        "subscription_ids": [1, 2],
+    }
+
+
+async def test_customers_data_request_redacts_nothing(handler: WebhookHandler, store: FakeStore) -> None:
+    store.data.subscriptions = {4: signatures.contact_hash(EMAIL)}
+    payload = privacy(customer=CUSTOMER, orders_requested=[7], data_request={"id": 9999})
+    result = await send(handler, payload, "customers/data_request")
+    assert (result.status_code, result.body) == (200, {"status": "recorded", "subscriptions": 1})
+    assert store.data.redacted == {}
+    assert store.data.audit[0].detail["data_request_id"] == 9999
+
+
+async def test_shop_redact_of_an_uninstalled_shop_deletes_it(
+    handler: WebhookHandler, store: FakeStore
+) -> None:
+    store.uninstalled.add(SHOP)
+    result = await send(handler, privacy(), "shop/redact")
+    assert (result.status_code, result.body) == (200, {"status": "deleted"})
+    assert store.data.deleted
+    [entry] = store.data.audit
+    assert (entry.tenant_id, entry.action, entry.target_ids) == (None, "privacy.shop/redact", [548380009])
+
+
+async def test_lifecycle_topics_of_an_uninstalled_or_unknown_shop(
+    handler: WebhookHandler, store: FakeStore
+) -> None:
+    store.uninstalled.add(SHOP)
+    assert (await send(handler, {"id": 1}, "app/uninstalled")).status_code == 404
+    unknown = await send(handler, privacy(), "shop/redact", shop="other.myshopify.com")
+    assert (unknown.status_code, unknown.body) == (200, {"status": "unknown_shop"})
+    assert store.data == Data()
+
+
+async def test_a_compliance_payload_without_its_shop_id_is_refused(
+    handler: WebhookHandler, store: FakeStore
+) -> None:
+    result = await send(handler, {"shop_domain": SHOP}, "customers/redact")
+    assert (result.status_code, result.body) == (
+        400,
+        {"detail": "invalid payload: Object missing required field `shop_id`"},
+    )
+    assert store.data == Data()

@@ -13,7 +13,7 @@ from restock_detector.transitions import NoRestock, Reason, Restock, decide
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 DAY = 86_400
-RULES = Rules(cooldown_seconds=DAY, min_quantity=1)
+RULES = Rules(cooldown_seconds=DAY, min_quantity=1, debounce_seconds=0)
 NEVER = None
 
 
@@ -30,8 +30,8 @@ def ago(seconds: float) -> datetime:
         (-3, 2, NEVER, RULES, Restock(2)),  # oversold counts as out of stock
         (0, 5, ago(DAY), RULES, Restock(5)),  # cooldown just over
         (0, 5, ago(DAY + 1), RULES, Restock(5)),
-        (0, 5, ago(10), Rules(cooldown_seconds=0), Restock(5)),  # no cooldown at all
-        (0, 3, NEVER, Rules(min_quantity=3), Restock(3)),
+        (0, 5, ago(10), Rules(cooldown_seconds=0, debounce_seconds=0), Restock(5)),  # no cooldown at all
+        (0, 3, NEVER, Rules(min_quantity=3, debounce_seconds=0), Restock(3)),
         # was already available
         (5, 7, NEVER, RULES, NoRestock(Reason.WAS_AVAILABLE)),
         (1, 0, NEVER, RULES, NoRestock(Reason.WAS_AVAILABLE)),
@@ -40,9 +40,15 @@ def ago(seconds: float) -> datetime:
         (0, 0, NEVER, RULES, NoRestock(Reason.STILL_OUT)),
         (0, -1, NEVER, RULES, NoRestock(Reason.STILL_OUT)),
         (-2, -1, NEVER, RULES, NoRestock(Reason.STILL_OUT)),
-        (0, 0, NEVER, Rules(min_quantity=0), NoRestock(Reason.STILL_OUT)),  # min 0 never means "0 is back"
+        (
+            0,
+            0,
+            NEVER,
+            Rules(min_quantity=0, debounce_seconds=0),
+            NoRestock(Reason.STILL_OUT),
+        ),  # min 0 never means "0 is back"
         # too few to alert about
-        (0, 2, NEVER, Rules(min_quantity=3), NoRestock(Reason.TOO_FEW)),
+        (0, 2, NEVER, Rules(min_quantity=3, debounce_seconds=0), NoRestock(Reason.TOO_FEW)),
         # a flapping level inside the cooldown
         (0, 3, ago(60), RULES, NoRestock(Reason.COOLDOWN)),
         (0, 3, ago(DAY - 1), RULES, NoRestock(Reason.COOLDOWN)),
@@ -50,7 +56,7 @@ def ago(seconds: float) -> datetime:
         # the first guard that holds is the reason
         (4, 0, ago(60), RULES, NoRestock(Reason.WAS_AVAILABLE)),
         (0, 0, ago(60), RULES, NoRestock(Reason.STILL_OUT)),
-        (0, 1, ago(60), Rules(min_quantity=2), NoRestock(Reason.TOO_FEW)),
+        (0, 1, ago(60), Rules(min_quantity=2, debounce_seconds=0), NoRestock(Reason.TOO_FEW)),
     ],
 )
 def test_decide(
@@ -64,7 +70,10 @@ restock_times = st.none() | st.integers(min_value=-10 * DAY, max_value=10 * DAY)
     lambda seconds: NOW - timedelta(seconds=seconds)
 )
 rule_sets = st.builds(
-    Rules, cooldown_seconds=st.integers(min_value=0, max_value=30 * DAY), min_quantity=st.integers(-5, 50)
+    Rules,
+    cooldown_seconds=st.integers(min_value=0, max_value=30 * DAY),
+    min_quantity=st.integers(-5, 50),
+    debounce_seconds=st.just(0),
 )
 
 

@@ -1,7 +1,8 @@
 """One ``RestockDetected``: freeze its targets, then publish its pending jobs in FIFO batches per channel.
 
 The freeze commits before anything is published, so a crash between the two loses nothing: the
-redelivered event freezes nothing new (the UNIQUE key) and publishes every job still pending. A job
+redelivered event freezes nothing new (a frozen event is never frozen again) and publishes every job still
+pending, and should the event never come back the publish sweeper (``sweeper``) publishes its jobs. A job
 published twice is harmless because the sender's claim is a compare-and-set. The message is acked only
 after every batch was confirmed by the broker.
 """
@@ -17,6 +18,11 @@ from restock_common.telemetry import current_traceparent
 from restock_dispatcher.ports import BatchPublisher, Cursor, EventMissing, TargetStore
 
 log = logging.getLogger(__name__)
+
+
+async def publish_batch(publisher: BatchPublisher, channel: Channel, job_ids: list[int], origin: str) -> None:
+    """Publish one batch of job ids; its message id (``origin:channel:first id``) is stable per batch."""
+    await publisher.publish(JobBatch(channel=channel, job_ids=job_ids), f"{origin}:{channel}:{job_ids[0]}")
 
 
 class RestockHandler:
@@ -43,7 +49,11 @@ class RestockHandler:
             return Outcome.POISON
         log.info(
             "targets frozen",
-            extra={"restock_event_id": frozen.restock_event_id, "jobs_created": frozen.created},
+            extra={
+                "restock_event_id": frozen.restock_event_id,
+                "jobs_created": frozen.created,
+                "duplicates_suppressed": frozen.suppressed,
+            },
         )
         self.faults.reach("after_commit_before_publish")
         for channel in self.channels:
@@ -62,8 +72,7 @@ class RestockHandler:
         while True:
             page = await self.store.pending_page(restock_event_id, channel, after, self.batch_size)
             if page.job_ids:
-                batch = JobBatch(channel=channel, job_ids=page.job_ids)
-                await self.publisher.publish(batch, f"jobs:{restock_event_id}:{channel}:{page.job_ids[0]}")
+                await publish_batch(self.publisher, channel, page.job_ids, f"jobs:{restock_event_id}")
                 await self.store.mark_enqueued(page.job_ids)
                 published += len(page.job_ids)
             if page.next is None:

@@ -247,7 +247,7 @@ async def test_app_is_ready_and_dispatches_through_its_lifespan(
             async with httpx.AsyncClient(transport=transport, base_url="http://dispatcher") as client:
                 ready = await client.get("/readyz")
                 assert ready.status_code == 200, ready.text
-                assert ready.json()["checks"] == {"postgresql": "ok", "broker": "ok"}
+                assert ready.json()["checks"] == {"postgresql": "ok", "broker": "ok", "redis": "ok"}
                 assert (await client.get("/healthz")).status_code == 200
             await broker.publish(detected(tenant, event), topology.RESTOCK_DETECTED)
             batches: list[JobBatch] = []

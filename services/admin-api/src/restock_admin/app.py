@@ -11,12 +11,14 @@ from datetime import UTC, datetime
 import redis.asyncio as aioredis
 from litestar import Litestar
 
+from restock_admin.jobs.replay_report import exit_code, report
 from restock_admin.shops.registry import PiccoloShopRegistry
 from restock_admin.storefront.controllers import storefront_router
 from restock_admin.storefront.repository import PiccoloSubscriptionStore, PiccoloTenantDirectory
 from restock_admin.storefront.services import SignupService
 from restock_common.db.engine import make_engine, open_engine
 from restock_common.db.tables import Tenant
+from restock_common.replay import PiccoloReplayStore, ReplayResult, replay
 from restock_common.service import DEFAULT_PORTS, health_routes, serve
 from restock_common.settings import Settings
 from restock_common.telemetry import setup_logging, setup_tracing
@@ -73,6 +75,12 @@ async def remove_shop(settings: Settings, shop: str, actor: str) -> bool:
     return await PiccoloShopRegistry().remove(shop, actor)
 
 
+async def replay_jobs(settings: Settings, job_ids: list[int], actor: str, reason: str) -> ReplayResult:
+    """Replay jobs (audited); the sender's scheduler publishes the replayed ones."""
+    make_engine(settings)
+    return await replay(PiccoloReplayStore(), job_ids, actor, reason)
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the parsed command; the process exit code."""
     settings = Settings()
@@ -84,6 +92,10 @@ def main(args: argparse.Namespace) -> int:
         removed = asyncio.run(remove_shop(settings, args.shop, args.actor))
         print("removed" if removed else "not registered")
         return 0
+    if args.command == "jobs" and args.jobs_command == "replay":
+        result = asyncio.run(replay_jobs(settings, args.job_ids, args.actor, args.reason))
+        print(report(result))
+        return exit_code(result)
     setup_logging(SERVICE)
     setup_tracing(SERVICE)
     serve(create_app(settings), host=settings.http_host, port=settings.http_port or DEFAULT_PORTS["admin"])

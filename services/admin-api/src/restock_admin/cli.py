@@ -1,6 +1,6 @@
-"""The command line: ``python -m restock_admin [serve]`` and ``python -m restock_admin shops add ...``.
+"""The command line: ``python -m restock_admin [serve]``, ``shops add|remove ...``, ``jobs replay ...``.
 
-Subcommands so more can be added (``shops list``, ``jobs replay`` ...). Invalid arguments exit with
+Subcommands so more can be added (``shops list`` ...). Invalid arguments exit with
 code 2 and a one-line reason, argparse's convention.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from restock_admin.shops.domains import InvalidShop, shop_domain, timezone_name
 
@@ -24,10 +25,41 @@ def _checked(validate: Callable[[str], str]) -> Callable[[str], str]:
     return convert
 
 
+def _job_id(value: str) -> int:
+    """A job id: a positive integer."""
+    try:
+        job_id = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a job id: {value!r}") from None
+    if job_id < 1:
+        raise argparse.ArgumentTypeError(f"not a job id: {value!r}")
+    return job_id
+
+
+def _actor(value: str) -> str:
+    """Who acts, for the audit log: not blank."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("the actor must not be blank")
+    return value.strip()
+
+
+def _add_jobs(commands: Any) -> None:
+    jobs = commands.add_parser("jobs", help="operate on notification jobs")
+    job_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="{replay}")
+    replay = job_commands.add_parser(
+        "replay", help="move dead-letter / indeterminate jobs back to pending (audited); prints JSON"
+    )
+    replay.add_argument(
+        "--job", dest="job_ids", type=_job_id, action="append", required=True, help="a job id (repeatable)"
+    )
+    replay.add_argument("--actor", type=_actor, required=True, help="who does it, for the audit log")
+    replay.add_argument("--reason", default="", help="why, for the audit log")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command."""
     parser = argparse.ArgumentParser(prog="python -m restock_admin", description="Restock admin-api.")
-    commands = parser.add_subparsers(dest="command", metavar="{serve,shops}")
+    commands = parser.add_subparsers(dest="command", metavar="{serve,shops,jobs}")
     commands.add_parser("serve", help="serve the HTTP API (the default)")
     shops = commands.add_parser("shops", help="manage shops (tenants)")
     shop_commands = shops.add_subparsers(dest="shops_command", required=True, metavar="{add,remove}")
@@ -43,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("shop", type=_checked(shop_domain), help="<shop>.myshopify.com")
     remove.add_argument("--yes", action="store_true", required=True, help="confirm the deletion")
     remove.add_argument("--actor", default="cli", help="who does it, for the audit log")
+    _add_jobs(commands)
     return parser
 
 

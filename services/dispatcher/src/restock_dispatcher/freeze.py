@@ -95,6 +95,8 @@ _MARK_ENQUEUED = "UPDATE notification_jobs SET enqueued_at = now() WHERE id = AN
 _STALE = (
     "SELECT id FROM notification_jobs"
     " WHERE state = 'pending' AND enqueued_at IS NULL AND channel = {}"
+    # Only jobs never published since their freeze; retried and replayed ones are the sender's (ADR 10).
+    " AND attempt = 0 AND decision IS DISTINCT FROM 'replayed'"
     " AND created_at < now() - {}::float8 * interval '1 second'"
     " ORDER BY priority_at, id LIMIT {} FOR UPDATE SKIP LOCKED"
 )

@@ -278,6 +278,8 @@ async def stranded_jobs(tenant: Tenant, targets: list[int]) -> tuple[list[int], 
         {"created_at": old, "enqueued_at": old},  # published already
         {"created_at": old, "state": "sent"},  # done
         {"created_at": old, "state": "duplicate-suppressed"},  # never sent at all
+        {"created_at": old, "attempt": 1},  # a retry: the sender's scheduler publishes it (ADR 10)
+        {"created_at": old, "decision": "replayed"},  # a replay: the sender's too
     ]
     for n, extra in enumerate(leave_alone):
         job = NotificationJob(

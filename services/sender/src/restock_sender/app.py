@@ -1,7 +1,8 @@
-"""The sender's composition root: settings -> engine, broker, SMTP pool -> handlers -> consumer.
+"""The sender's composition root: settings -> engine, broker, SMTP pool -> handlers -> consumer, scheduler.
 
 The only module that names concrete adapters. ``create_app`` builds the Litestar app (health routes, the
-consumer of ``jobs.<channel>`` started and stopped in the lifespan) so tests run what production runs.
+consumer of ``jobs.<channel>`` and the retry/reaper scheduler started and stopped in the lifespan) so tests
+run what production runs.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ from restock_common.messages import Channel, JobBatch
 from restock_common.service import Connections, health_routes, run
 from restock_common.settings import Settings
 from restock_sender.adapters.job_store import PiccoloJobStore
+from restock_sender.adapters.publisher import BrokerJobPublisher
+from restock_sender.adapters.schedule_store import PiccoloScheduleStore
 from restock_sender.handler import BatchHandler, JobHandler
 from restock_sender.providers.smtp import SmtpProvider
+from restock_sender.scheduler import Scheduler
 from restock_sender.templates import BUILTIN_EMAIL, JinjaRenderer
 
 CHANNEL: Channel = "email"
@@ -61,6 +65,18 @@ def build_batch_handler(
     return BatchHandler(jobs, CHANNEL, settings.sender_concurrency, faults)
 
 
+def build_scheduler(settings: Settings, engine: PostgresEngine, broker: Broker) -> Scheduler:
+    """Retries, unpublished jobs and the lease reaper of this channel, with their real adapters."""
+    return Scheduler(
+        PiccoloScheduleStore(engine),
+        BrokerJobPublisher(broker),
+        CHANNEL,
+        batch_size=settings.job_batch_size,
+        grace_seconds=settings.republish_grace_seconds,
+        interval=settings.retry_poll_seconds,
+    )
+
+
 def create_app(settings: Settings, *, faults: FaultPoints | None = None) -> Litestar:
     """The email sender process as a Litestar app."""
     faults = faults or FaultPoints(settings.fault_point)
@@ -84,6 +100,9 @@ def create_app(settings: Settings, *, faults: FaultPoints | None = None) -> Lite
             )
             # Last in, first out: stop consuming and finish in-flight jobs before SMTP, broker and pool close.
             stack.push_async_callback(consumer.stop)
+            scheduler = build_scheduler(settings, engine, broker)
+            scheduler.start()
+            stack.push_async_callback(scheduler.stop)
             yield
 
     # logging_config=None keeps telemetry.setup_logging's JSON lines: Litestar's default replaces them.

@@ -14,9 +14,11 @@ attempt number. From ``processing`` exactly one outcome is recorded:
 - our own configuration is wrong (e.g. SMTP auth): the job goes back to ``pending`` untouched by the
   recipient's fate; the channel, not the job, is at fault.
 
-A job left in ``processing`` past its lease (its sender died, the outcome is unknowable for SMTP) becomes
-``indeterminate``. Only ``failed-temporary`` is retried automatically: when due, the retry scheduler moves
-it back to ``pending`` and republishes it, so every send starts with the same claim. ``dead-letter`` and
+A job left in ``processing`` past its lease (its sender died) is reaped per channel (``LEASE_EXPIRY``):
+for email the outcome is unknowable, so it becomes ``indeterminate``; for SMS the provider can be asked
+(not implemented yet: such jobs are left in ``processing``). Only ``failed-temporary`` is retried
+automatically: when due, the retry scheduler moves it back to ``pending`` and republishes it, so every
+send starts with the same claim. ``dead-letter`` and
 ``indeterminate`` leave only through a manual, audited ``replay``. ``sent``, ``failed-permanent``,
 ``duplicate-suppressed`` and ``skipped-opted-out`` are final. Anything not in ``TRANSITIONS`` is refused.
 
@@ -30,6 +32,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
+
+from restock_common.messages import Channel
 
 
 class JobState(enum.StrEnum):
@@ -213,3 +217,29 @@ def decide(
     if attempt >= policy.max_attempts:
         return Decision(Event.ATTEMPTS_EXHAUSTED)
     return Decision(Event.TEMPORARY_FAILURE, backoff(attempt, policy.base_seconds, policy.cap_seconds, rng))
+
+
+# --- lease expiry --------------------------------------------------------------------------------------
+
+
+class LeaseExpiry(enum.Enum):
+    """What the reaper does with a job of a channel found in ``processing`` past its lease."""
+
+    MARK_INDETERMINATE = "mark-indeterminate"  # SMTP cannot be asked whether it got the message
+    ASK_PROVIDER = "ask-provider"  # Twilio's message list can tell (not implemented yet: left alone)
+
+
+LEASE_EXPIRY: dict[Channel, LeaseExpiry] = {
+    "email": LeaseExpiry.MARK_INDETERMINATE,
+    "sms": LeaseExpiry.ASK_PROVIDER,
+}
+
+LEASE_EXPIRED_DECISION = "lease-expired"
+LEASE_EXPIRED_DETAIL = "lease expired; outcome unknown"
+
+
+def reaped_state(channel: Channel) -> JobState | None:
+    """The state an expired job of ``channel`` is moved to by the reaper; ``None``: leave it alone."""
+    if LEASE_EXPIRY[channel] is LeaseExpiry.MARK_INDETERMINATE:
+        return next_state(JobState.PROCESSING, Event.LEASE_EXPIRED)
+    return None

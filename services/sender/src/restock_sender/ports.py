@@ -6,11 +6,12 @@ Jinja renderer) and unit tests wire recording fakes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from restock_common.messages import Channel
 from restock_sender.delivery import JobState, RetryPolicy
 
 
@@ -135,3 +136,46 @@ class TemplateRenderer(Protocol):
 
 class RenderError(Exception):
     """The template could not be rendered with these variables (a missing variable, bad syntax)."""
+
+
+# --- the scheduler's ports -----------------------------------------------------------------------------
+
+PublishJobs = Callable[[list[int]], Awaitable[None]]
+
+
+class ScheduleStore(Protocol):
+    """The scheduler's statements on ``notification_jobs``: each one set-based, batch-limited, and
+    ``FOR UPDATE SKIP LOCKED`` so the schedulers of several replicas take disjoint jobs."""
+
+    async def requeue_due(self, channel: str, limit: int) -> list[int]:
+        """Move due ``failed-temporary`` jobs back to ``pending``, not yet enqueued, and commit. The ids
+        moved, FIFO by priority. (Committed before they are published: a claim that ran before the commit
+        would see ``failed-temporary`` and drop the message, without waiting for the row lock.)"""
+        ...
+
+    async def mark_enqueued(self, job_ids: list[int]) -> None:
+        """The broker confirmed these jobs' batch."""
+        ...
+
+    async def publish_unqueued(
+        self, channel: str, limit: int, grace_seconds: float, publish: PublishJobs
+    ) -> list[int]:
+        """Pending jobs never published (``enqueued_at`` NULL; replayed, or untouched for ``grace_seconds``,
+        so a dispatcher still publishing its freeze is not raced): mark them
+        enqueued and ``publish`` them in one transaction (when ``publish`` raises, nothing changed). Their
+        ``pending`` is already committed, so a claim that arrives meanwhile waits for the lock and then
+        claims. The ids published."""
+        ...
+
+    async def reap_expired(self, channel: str, state: JobState, limit: int) -> list[int]:
+        """Move ``processing`` jobs whose lease ended to ``state``, each with a log row saying the outcome
+        is unknown. The ids reaped."""
+        ...
+
+
+class JobPublisher(Protocol):
+    """Publishes a ``JobBatch`` and returns once the broker confirmed it."""
+
+    async def publish(self, channel: Channel, job_ids: list[int]) -> None:
+        """Publish the ids, in this order, as one batch."""
+        ...

@@ -1,0 +1,202 @@
+"""Manual replay of notification jobs: ``dead-letter`` / ``indeterminate`` jobs back to ``pending``, audited.
+
+Rules
+-----
+- Only ``dead-letter`` and ``indeterminate`` jobs are replayed: they are the states the sender's
+  ``delivery.TRANSITIONS`` moves to ``pending`` on ``replay`` (its unit tests check the two agree).
+  Any other state (``sent``, ``failed-permanent``, a job being sent ...) is refused.
+- A replay never overrides consent: a job whose subscription is unsubscribed, or not (any more) confirmed,
+  is refused.
+- A replayed job starts a new attempt series: attempt 0, no ``next_attempt_at``, no lease, decision
+  ``replayed``, and ``enqueued_at`` NULL: the sender's scheduler publishes pending jobs never published.
+- The jobs are locked first, then reset, and one ``audit_log`` row (actor, reason, the requested ids, what
+  was replayed and why each refusal) is written, all in one transaction: two replays cannot interleave
+  and an unaudited replay cannot exist.
+
+Used by ``python -m restock_admin jobs replay`` and, later, the admin API. The decision (``plan_replay``)
+is pure; the statements live in ``PiccoloReplayStore``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from restock_common.db.tables import AuditLog, NotificationJob
+
+REPLAYABLE_STATES = frozenset({"dead-letter", "indeterminate"})
+REPLAYED_STATE = "pending"
+REPLAYED_DECISION = "replayed"
+ACTION = "jobs.replay"
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """What the replay decision needs to know about one job (read under a row lock)."""
+
+    job_id: int
+    tenant_id: int
+    state: str
+    subscription_state: str
+    unsubscribed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """The jobs moved back to pending, and the refused ones with the reason of each."""
+
+    replayed: list[int] = field(default_factory=list)
+    refused: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One ``audit_log`` row."""
+
+    tenant_id: int | None
+    actor: str
+    action: str
+    target_type: str
+    target_ids: list[int]
+    detail: dict[str, Any]
+
+
+def refusal(job: JobSnapshot | None) -> str | None:
+    """Why this job may not be replayed (``None``: it may)."""
+    if job is None:
+        return "not-found"
+    if job.state not in REPLAYABLE_STATES:
+        return f"not-replayable-in-state:{job.state}"
+    if job.subscription_state == "unsubscribed" or job.unsubscribed_at is not None:
+        return "opted-out"
+    if job.subscription_state != "confirmed":
+        return "not-confirmed"
+    return None
+
+
+def plan_replay(job_ids: Iterable[int], snapshots: Iterable[JobSnapshot]) -> ReplayResult:
+    """Which of the requested jobs are replayed (in request order, each once) and which are refused."""
+    found = {snapshot.job_id: snapshot for snapshot in snapshots}
+    replayed: list[int] = []
+    refused: dict[int, str] = {}
+    for job_id in dict.fromkeys(job_ids):
+        reason = refusal(found.get(job_id))
+        if reason is None:
+            replayed.append(job_id)
+        else:
+            refused[job_id] = reason
+    return ReplayResult(replayed, refused)
+
+
+def audit_entry(
+    job_ids: Sequence[int], result: ReplayResult, actor: str, reason: str, snapshots: Iterable[JobSnapshot]
+) -> AuditEntry:
+    """The audit row of a replay. Its tenant is the jobs' shop when they all belong to one (a shop's admin
+    sees it), else NULL (an operator's cross-shop action)."""
+    tenants = {snapshot.tenant_id for snapshot in snapshots}
+    return AuditEntry(
+        tenant_id=tenants.pop() if len(tenants) == 1 else None,
+        actor=actor,
+        action=ACTION,
+        target_type="notification_job",
+        target_ids=list(dict.fromkeys(job_ids)),
+        detail={
+            "reason": reason,
+            "replayed": result.replayed,
+            "refused": {str(job_id): why for job_id, why in result.refused.items()},
+        },
+    )
+
+
+class ReplayStore(Protocol):
+    """Where jobs are locked, reset and the replay audited; all calls happen inside ``transaction()``."""
+
+    def transaction(self) -> AbstractAsyncContextManager[Any]:
+        """One database transaction (the calls below made inside it join it)."""
+        ...
+
+    async def lock(self, job_ids: Sequence[int]) -> list[JobSnapshot]:
+        """The existing jobs among ``job_ids``, locked until the transaction ends."""
+        ...
+
+    async def reset(self, job_ids: Sequence[int]) -> list[int]:
+        """Move these (replayable) jobs back to pending as a new attempt series; the ids moved."""
+        ...
+
+    async def audit(self, entry: AuditEntry) -> None:
+        """Write the audit row."""
+        ...
+
+
+async def replay(store: ReplayStore, job_ids: Sequence[int], actor: str, reason: str) -> ReplayResult:
+    """Replay ``job_ids`` on behalf of ``actor`` (see the module's rules)."""
+    if not actor.strip():
+        raise ValueError("a replay needs an actor")
+    if not job_ids:
+        raise ValueError("no job to replay")
+    async with store.transaction():
+        snapshots = await store.lock(job_ids)
+        plan = plan_replay(job_ids, snapshots)
+        moved = await store.reset(plan.replayed) if plan.replayed else []
+        # The rows were locked, so nothing can leave a replayable state in between; kept as a guard.
+        lost = {job_id: "changed-concurrently" for job_id in plan.replayed if job_id not in moved}
+        result = ReplayResult(
+            [job_id for job_id in plan.replayed if job_id in moved], {**plan.refused, **lost}
+        )
+        await store.audit(audit_entry(job_ids, result, actor, reason, snapshots))
+    return result
+
+
+_LOCK = """
+SELECT j.id, j.tenant, j.state, s.state AS subscription_state, s.unsubscribed_at
+  FROM notification_jobs j JOIN subscriptions s ON s.id = j.subscription
+ WHERE j.id = ANY({}::bigint[])
+   FOR UPDATE OF j
+"""
+
+_RESET = """
+UPDATE notification_jobs
+   SET state = {}, attempt = 0, next_attempt_at = NULL, lease_until = NULL, decision = {},
+       enqueued_at = NULL, updated_at = now()
+ WHERE id = ANY({}::bigint[]) AND state = ANY({}::text[])
+RETURNING id
+"""
+
+
+class PiccoloReplayStore:
+    """``ReplayStore`` over the tables' Piccolo engine."""
+
+    def transaction(self) -> AbstractAsyncContextManager[Any]:
+        engine: Any = NotificationJob._meta.db
+        transaction: AbstractAsyncContextManager[Any] = engine.transaction()
+        return transaction
+
+    async def lock(self, job_ids: Sequence[int]) -> list[JobSnapshot]:
+        rows = await NotificationJob.raw(_LOCK, list(job_ids))
+        return [
+            JobSnapshot(
+                row["id"], row["tenant"], row["state"], row["subscription_state"], row["unsubscribed_at"]
+            )
+            for row in rows
+        ]
+
+    async def reset(self, job_ids: Sequence[int]) -> list[int]:
+        rows = await NotificationJob.raw(
+            _RESET, REPLAYED_STATE, REPLAYED_DECISION, list(job_ids), sorted(REPLAYABLE_STATES)
+        )
+        return [int(row["id"]) for row in rows]
+
+    async def audit(self, entry: AuditEntry) -> None:
+        await AuditLog.insert(
+            AuditLog(
+                tenant=entry.tenant_id,
+                actor=entry.actor,
+                action=entry.action,
+                target_type=entry.target_type,
+                target_ids=entry.target_ids,
+                detail=entry.detail,
+            )
+        )

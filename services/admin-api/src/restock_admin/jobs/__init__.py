@@ -1,0 +1,1 @@
+"""Notification jobs as operators see them: replay now, the jobs API of the admin SPA later."""

@@ -61,8 +61,8 @@ class Settings(BaseSettings):
     publish_sweep_interval_seconds: float = Field(default=15.0, gt=0)
     # The sender's scheduler tick: due retries republished, expired leases reaped, unpublished jobs sent.
     retry_poll_seconds: float = Field(default=1.0, gt=0)
-    # A pending job never published (a lost publish) is published by the sender's scheduler once untouched
-    # this long, so it does not race a dispatcher still publishing a large freeze. Replays go at once.
+    # A retry moved back to pending whose publish was lost is published by the sender's scheduler once
+    # untouched this long; replays go at once; never-published frozen jobs are the dispatcher's (ADR 10).
     republish_grace_seconds: float = Field(default=30.0, ge=0)
 
     # The sandbox (development and tests only): where its Shopify store delivers webhooks and forwards

@@ -1,0 +1,32 @@
+"""An index for the two loops that publish pending jobs with no message (ADR 10): the dispatcher's
+sweeper and the sender's scheduler both scan ``state = 'pending' AND enqueued_at IS NULL`` per channel in
+FIFO order; without it every tick reads the whole job table."""
+
+from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+from piccolo.table import Table
+
+ID = "2026-11-25T06:50:00:000000"
+VERSION = "1.38.0"
+DESCRIPTION = "index of unpublished pending jobs"
+
+CREATE = """CREATE INDEX notification_jobs_unpublished ON notification_jobs (channel, priority_at, id)
+            WHERE state = 'pending' AND enqueued_at IS NULL"""
+DROP = "DROP INDEX IF EXISTS notification_jobs_unpublished"
+
+
+class _Raw(Table):
+    """Table.raw runs inside the migration's transaction."""
+
+
+async def forwards() -> MigrationManager:
+    manager = MigrationManager(migration_id=ID, app_name="restock", description=DESCRIPTION)
+
+    async def create() -> None:
+        await _Raw.raw(CREATE)
+
+    async def drop() -> None:
+        await _Raw.raw(DROP)
+
+    manager.add_raw(create)
+    manager.add_raw_backwards(drop)
+    return manager

@@ -16,7 +16,7 @@ from restock_common.service import DEFAULT_PORTS, health_routes, serve
 from restock_common.settings import Settings
 from restock_common.telemetry import setup_logging, setup_tracing
 from restock_sandbox.shopify.proxy import ProxyForwarder
-from restock_sandbox.shopify.routes import Shop, StoreController
+from restock_sandbox.shopify.routes import Shop, StoreController, WebhookFaultController
 from restock_sandbox.shopify.store import Store
 from restock_sandbox.shopify.webhooks import WebhookDeliverer
 from restock_sandbox.smtp.inbox import Inbox
@@ -57,6 +57,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
         try:
             yield
         finally:
+            await shop.deliverer.flush()  # webhooks a fault still holds are sent, not lost
             smtp.close()
             await smtp.wait_closed()
             await http.aclose()
@@ -72,6 +73,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
             InboxController,
             FaultController,
             StoreController,
+            WebhookFaultController,
         ],
         dependencies={
             "inbox": Provide(lambda: inbox, sync_to_thread=False, use_cache=True),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ from litestar import Litestar, Request, Response, route
 from litestar.params import FromPath
 
 from restock_common.settings import Settings
-from restock_sandbox.app import create_app
+from restock_sandbox.app import create_app, http_port
 
 SECRET = "sandbox-test-secret"
 SHOP = "sandbox-test.myshopify.com"
@@ -51,6 +52,7 @@ class Received:
     query: list[tuple[str, str]]
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.monotonic)  # when it arrived, for timing assertions
 
 
 @dataclass
@@ -92,16 +94,27 @@ class Sandbox:
 
 
 @pytest.fixture
-async def sandbox(receiver: Receiver) -> AsyncIterator[Sandbox]:
-    port = free_port()
-    settings = Settings(
+def sandbox_settings(receiver: Receiver) -> Settings:
+    """A sandbox on free ports whose shop talks to the receiver."""
+    return Settings(
         shopify_api_secret=SECRET,
-        shopify_api_base_url=f"http://127.0.0.1:{port}",
+        shopify_api_base_url=f"http://127.0.0.1:{free_port()}",
         smtp_host="127.0.0.1",
         smtp_port=free_port(),
         sandbox_webhook_url=f"{receiver.url}/webhooks/shopify",
         sandbox_proxy_url=f"{receiver.url}/proxy",
         sandbox_shop_domain=SHOP,
     )
-    async with served(create_app(settings), port) as url:
-        yield Sandbox(url, settings)
+
+
+@pytest.fixture
+def serve() -> Callable[[Litestar, int], AbstractAsyncContextManager[str]]:
+    """``served``, for a test that starts and stops an app itself."""
+    return served
+
+
+@pytest.fixture
+async def sandbox(sandbox_settings: Settings) -> AsyncIterator[Sandbox]:
+    port = http_port(sandbox_settings)
+    async with served(create_app(sandbox_settings), port) as url:
+        yield Sandbox(url, sandbox_settings)

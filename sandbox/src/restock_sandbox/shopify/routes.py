@@ -1,16 +1,19 @@
-"""``/store``: drive the sandbox shop (products, inventory levels) and see the webhooks it sent; and the
-storefront's App Proxy (``/store/apps/proxy/<path>``)."""
+"""``/store``: drive the sandbox shop (products, inventory levels) and see the webhooks it sent; the
+storefront's App Proxy (``/store/apps/proxy/<path>``); and ``/store/webhook-faults``, the webhook fault
+table (see ``restock_sandbox.shopify.faults``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, get, post, put
+import msgspec
+from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
+from restock_sandbox.shopify.faults import Mode, WebhookFault
 from restock_sandbox.shopify.proxy import ProxyForwarder
 from restock_sandbox.shopify.store import LevelIn, ProductIn, Store
 from restock_sandbox.shopify.webhooks import Delivery, WebhookDeliverer, build_webhook
@@ -76,3 +79,35 @@ class StoreController(Controller):
                 {"detail": f"app proxy upstream failed: {type(failure).__name__}"}, status_code=502
             )
         return Response(upstream.content, status_code=upstream.status, media_type=upstream.content_type)
+
+
+class WebhookFaultIn(msgspec.Struct, frozen=True, kw_only=True):
+    """A rule for ``POST /store/webhook-faults``; see ``restock_sandbox.shopify.faults`` for its meaning."""
+
+    topic: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    mode: Mode
+    times: Annotated[int, msgspec.Meta(ge=1)] | None = 1
+    delay_ms: Annotated[int, msgspec.Meta(ge=1, le=600_000)] = 1_000
+
+
+class WebhookFaultController(Controller):
+    """The store's webhook failure injection, and the release of what it holds."""
+
+    path = "/store/webhook-faults"
+
+    @post("/")
+    async def add(self, shop: NamedDependency[Shop], data: JSONBody[WebhookFaultIn]) -> list[dict[str, Any]]:
+        shop.deliverer.faults.add(WebhookFault(data.topic, data.mode, data.times, data.delay_ms))
+        return [vars(rule) for rule in shop.deliverer.faults.rules]
+
+    @get("/")
+    async def list_faults(self, shop: NamedDependency[Shop]) -> list[dict[str, Any]]:
+        return [vars(rule) for rule in shop.deliverer.faults.rules]
+
+    @delete("/")
+    async def clear(self, shop: NamedDependency[Shop]) -> None:
+        shop.deliverer.faults.clear()
+
+    @post("/flush", status_code=200)
+    async def flush(self, shop: NamedDependency[Shop]) -> list[Delivery]:
+        return await shop.deliverer.flush()

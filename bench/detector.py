@@ -1,0 +1,527 @@
+"""Benchmark of the detector (issue 4), against the real PostgreSQL and RabbitMQ on this machine.
+
+In one run, in a private database and RabbitMQ vhost (both removed at the end, even on failure):
+
+1. The real detector (``python -m restock_detector``) and a bare Litestar route that does no work
+   (``bench/baseline/bare_webhook.py``, served the same way) run as subprocesses on free loopback ports.
+2. A shop is registered with the admin CLI, given debounce 0, and its catalogue sent as ``products/update``.
+3. Open-loop load: signed ``inventory_levels/update`` webhooks at ``RATE`` requests/s for ``DURATION_S``,
+   first against the bare route, then against the detector. Request *i* is due at ``t0 + i / RATE``
+   whatever happened to the earlier ones, and its latency counts from that due time, so a server that
+   falls behind shows it as latency instead of slowing the generator (no coordinated omission). The
+   levels cycle per variant through ``LOAD_LEVELS``: still out, a restock, still out, inside the cooldown,
+   already available.
+4. Webhook -> ``restock.detected``: restocking webhooks (0 -> 5 on fresh variants) every
+   ``EVENT_SPACING_S``, timed from the request's send to the message's arrival on a queue bound to the
+   ``restock`` exchange.
+5. The detector's peak RSS (``VmHWM``) after the load.
+
+Prints a table and writes ``bench/results/detector.json`` (DESIGN.md's format). Run from the repository
+root: ``uv run --frozen python bench/detector.py`` (``make bench``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import aio_pika
+import asyncpg
+import httpx
+
+from restock_common import messages, signatures, topology
+from restock_common.broker import Broker
+
+Webhook = tuple[bytes, dict[str, str]]  # a body and its headers
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "detector.json"
+BARE_APP = ROOT / "bench" / "baseline" / "bare_webhook.py"
+
+PG_ADMIN_URL = os.environ.get("RESTOCK_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP_ROOT = os.environ.get("RESTOCK_BENCH_AMQP_ROOT", "amqp://guest:guest@127.0.0.1:5672")
+SECRET = "bench-shopify-secret"
+SHOP = "bench-shop.myshopify.com"
+LOCATION_ID = 7001
+WEBHOOK_PATH = "/webhooks/shopify"
+
+RATE = 500  # requests/s
+DURATION_S = 10.0
+WARMUP_REQUESTS = 500  # at RATE, before each measured run: connections, pools and caches warm
+REQUEST_TIMEOUT_S = 5.0  # from the request's due time; later answers count as errors
+CLIENTS = 8
+CONNECTIONS_PER_CLIENT = 8
+LOAD_VARIANTS = 1_000
+LOAD_LEVELS = (0, 5, 0, 3, 7)
+WARMUP_VARIANTS = 250
+EVENT_SAMPLES = 200
+EVENT_SPACING_S = 0.02
+VARIANTS_PER_PRODUCT = 250
+# Id ranges of the three catalogues (load, warm-up, event), far apart so they never collide.
+LOAD_BASE, WARMUP_BASE, EVENT_BASE = 100_000, 300_000, 500_000
+ITEM_OFFSET = 1_000_000  # a variant's inventory item id is its id + this
+
+READY_TIMEOUT_S = 60.0
+DRAIN_TIMEOUT_S = 60.0
+EVENT_TIMEOUT_S = 30.0
+
+
+# --- private infrastructure -------------------------------------------------------------------------
+
+
+def _rabbitmqctl(*args: str) -> None:
+    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    subprocess.run([ctl, "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+async def _drop_database(name: str) -> None:
+    connection = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+@contextmanager
+def private_infrastructure() -> Iterator[dict[str, str]]:
+    """A migrated database ``restock_bench_<random>`` and a vhost of the same name; the RESTOCK_* env."""
+    name = f"restock_bench_{uuid.uuid4().hex[:10]}"
+    env = {
+        "RESTOCK_DATABASE_URL": f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}",
+        "RESTOCK_AMQP_URL": f"{AMQP_ROOT}/{name}",
+        "RESTOCK_SHOPIFY_API_SECRET": SECRET,
+    }
+    try:
+        _rabbitmqctl("add_vhost", name)
+        _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        _run_checked([sys.executable, "-m", "restock_common.migrate"], env)
+        yield env
+    finally:
+        # Each step on its own: a failed first one must not leave the second behind.
+        try:
+            asyncio.run(_drop_database(name))
+        except Exception as error:
+            print(f"warning: could not drop database {name}: {error}", file=sys.stderr)
+        try:
+            _rabbitmqctl("delete_vhost", name)
+        except Exception as error:
+            print(f"warning: could not delete vhost {name}: {error}", file=sys.stderr)
+
+
+def _run_checked(argv: list[str], env: dict[str, str]) -> None:
+    done = subprocess.run(
+        argv, env={**os.environ, **env}, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[1:])} failed ({done.returncode}): {done.stderr[-2000:]}")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Service:
+    """A server subprocess on a loopback port."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log: IO[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-3000:]
+
+    def peak_rss_mib(self) -> float:
+        """``VmHWM`` of the process: the most resident memory it ever had."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+
+
+@contextmanager
+def service(argv: list[str], env: dict[str, str]) -> Iterator[Service]:
+    """Start a server, wait until ``/readyz`` answers 200, stop it gracefully (SIGTERM) at the end."""
+    port = _free_port()
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [sys.executable, *argv],
+            env={**os.environ, **env, "RESTOCK_HTTP_PORT": str(port)},
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        running = Service(process, port, log)
+        try:
+            _wait_ready(running)
+            yield running
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_ready(running: Service) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if running.process.poll() is not None:
+            raise RuntimeError(f"server exited with {running.process.returncode}:\n{running.log_tail()}")
+        with suppress(httpx.HTTPError):
+            if httpx.get(f"{running.url}/readyz", timeout=1.0).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"server not ready after {READY_TIMEOUT_S} s:\n{running.log_tail()}")
+
+
+# --- the shop and its catalogue ---------------------------------------------------------------------
+
+
+async def register_shop(env: dict[str, str]) -> None:
+    """``restock_admin shops add``, then debounce 0 (the SQL of ``restock_sandbox.stack._set_demo_rules``)."""
+    _run_checked([sys.executable, "-m", "restock_admin", "shops", "add", SHOP, "--access-token", "x"], env)
+    connection = await asyncpg.connect(env["RESTOCK_DATABASE_URL"])
+    try:
+        await connection.execute(
+            "INSERT INTO rules (tenant, body, version, updated_at, updated_by) "
+            "SELECT id, $2::jsonb, 1, now(), 'bench' FROM tenants WHERE shop_domain = $1 "
+            "ON CONFLICT (tenant) DO UPDATE SET body = rules.body || EXCLUDED.body, updated_at = now()",
+            SHOP,
+            json.dumps({"debounce_seconds": 0}),
+        )
+    finally:
+        await connection.close()
+
+
+def signed(topic: str, payload: object) -> Webhook:
+    """A webhook as Shopify sends it: JSON body, HMAC header, a unique webhook id."""
+    body = json.dumps(payload).encode()
+    return body, {
+        "Content-Type": "application/json",
+        "X-Shopify-Topic": topic,
+        "X-Shopify-Shop-Domain": SHOP,
+        "X-Shopify-Webhook-Id": str(uuid.uuid4()),
+        "X-Shopify-Hmac-Sha256": signatures.shopify_webhook_hmac(SECRET, body),
+    }
+
+
+def product_webhooks(variant_ids: list[int]) -> list[Webhook]:
+    """``products/update`` webhooks naming every variant (one product per ``VARIANTS_PER_PRODUCT``)."""
+    webhooks = []
+    for start in range(0, len(variant_ids), VARIANTS_PER_PRODUCT):
+        product_id = variant_ids[start] + 10 * ITEM_OFFSET
+        variants = [
+            {
+                "id": variant,
+                "product_id": product_id,
+                "title": f"Size {variant}",
+                "sku": f"SKU-{variant}",
+                "inventory_item_id": variant + ITEM_OFFSET,
+                "inventory_quantity": 0,
+            }
+            for variant in variant_ids[start : start + VARIANTS_PER_PRODUCT]
+        ]
+        product = {"id": product_id, "title": "Hoodie", "variants": variants}
+        webhooks.append(signed("products/update", product))
+    return webhooks
+
+
+class Levels:
+    """``inventory_levels/update`` webhooks with ever-newer ``updated_at`` (older ones would be stale)."""
+
+    def __init__(self) -> None:
+        self.updated_at = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+    def webhook(self, variant: int, available: int) -> Webhook:
+        self.updated_at += timedelta(milliseconds=1)
+        payload = {
+            "inventory_item_id": variant + ITEM_OFFSET,
+            "location_id": LOCATION_ID,
+            "available": available,
+            "updated_at": self.updated_at.isoformat(),
+            "admin_graphql_api_id": f"gid://shopify/InventoryLevel/{variant}",
+        }
+        return signed("inventory_levels/update", payload)
+
+    def load(self, count: int) -> list[Webhook]:
+        """``count`` webhooks: round *r* sends every load variant its ``LOAD_LEVELS[r]`` level."""
+        return [
+            self.webhook(LOAD_BASE + i % LOAD_VARIANTS, LOAD_LEVELS[(i // LOAD_VARIANTS) % len(LOAD_LEVELS)])
+            for i in range(count)
+        ]
+
+    def warmup(self) -> list[Webhook]:
+        return [self.webhook(WARMUP_BASE + i % WARMUP_VARIANTS, 0) for i in range(WARMUP_REQUESTS)]
+
+
+async def send_all(client: httpx.AsyncClient, url: str, webhooks: list[Webhook]) -> None:
+    for body, headers in webhooks:
+        answer = await client.post(url, content=body, headers=headers)
+        if answer.status_code != 200:
+            raise RuntimeError(f"setup webhook refused: {answer.status_code} {answer.text}")
+
+
+# --- open-loop load ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    """What one open-loop run measured."""
+
+    latencies_ms: list[float]
+    errors: int
+    statuses: Counter[str]
+    elapsed_s: float
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies_ms) / self.elapsed_s
+
+    def percentile(self, q: int) -> float:
+        return _p(self.latencies_ms, q)
+
+
+async def _timed(
+    client: httpx.AsyncClient, url: str, webhook: Webhook, due: float
+) -> tuple[float | None, str, float]:
+    """(latency from the due time in ms or None, status or error, when it ended); a request still
+    unanswered ``REQUEST_TIMEOUT_S`` after its due time is abandoned and counted as an error."""
+    body, headers = webhook
+    try:
+        async with asyncio.timeout_at(_loop_time(due + REQUEST_TIMEOUT_S)):
+            answer = await client.post(url, content=body, headers=headers)
+    except (httpx.HTTPError, TimeoutError) as error:
+        return None, type(error).__name__, time.perf_counter()
+    done = time.perf_counter()
+    if answer.status_code != 200:
+        return None, f"http {answer.status_code}", done
+    return (done - due) * 1000, str(answer.json().get("status")), done
+
+
+def _loop_time(perf_counter_at: float) -> float:
+    """A ``time.perf_counter()`` instant on the event loop's clock."""
+    return asyncio.get_running_loop().time() + perf_counter_at - time.perf_counter()
+
+
+async def open_loop(url: str, webhooks: list[Webhook]) -> Load:
+    """Send each webhook at its due time (``RATE`` per second), whether or not earlier ones answered.
+
+    Several clients with small pools, round robin: one httpx client with many requests in flight spends
+    more CPU per request than the bare route does answering it (measured here: 32 in flight on one
+    client halved the rate 8 reached), and the generator shares this machine's cores with the servers.
+    """
+    limits = httpx.Limits(max_connections=CONNECTIONS_PER_CLIENT)
+    async with AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(httpx.AsyncClient(limits=limits, timeout=None))
+            for _ in range(CLIENTS)
+        ]
+        start = time.perf_counter() + 0.05
+        tasks = []
+        for i, webhook in enumerate(webhooks):
+            due = start + i / RATE
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            client = clients[i % CLIENTS]
+            tasks.append(asyncio.create_task(_timed(client, f"{url}{WEBHOOK_PATH}", webhook, due)))
+        outcomes = await asyncio.gather(*tasks)
+    latencies = [latency for latency, _, _ in outcomes if latency is not None]
+    last_done = max(done for _, _, done in outcomes)
+    return Load(
+        latencies_ms=latencies,
+        errors=len(outcomes) - len(latencies),
+        statuses=Counter(status for _, status, _ in outcomes),
+        elapsed_s=last_done - start,
+    )
+
+
+async def measured_run(url: str, levels: Levels) -> Load:
+    await open_loop(url, levels.warmup())
+    return await open_loop(url, levels.load(int(RATE * DURATION_S)))
+
+
+# --- webhook -> restock.detected ----------------------------------------------------------------------
+
+
+async def wait_outbox_drained(database_url: str) -> None:
+    """Poll until the relay has published every outbox row, so the next phase does not queue behind them."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while await connection.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"outbox not drained within {DRAIN_TIMEOUT_S} s")
+            await asyncio.sleep(0.1)
+    finally:
+        await connection.close()
+
+
+async def webhook_to_event(url: str, amqp_url: str, levels: Levels) -> list[float]:
+    """Milliseconds from sending each restocking webhook to its ``restock.detected`` arriving."""
+    variants = [EVENT_BASE + j for j in range(EVENT_SAMPLES)]
+    sent: dict[int, float] = {}
+    arrived: dict[int, float] = {}
+    all_arrived = asyncio.Event()
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        at = time.perf_counter()
+        event = messages.decode(message.body, messages.RestockDetected)
+        arrived.setdefault(event.variant_id, at)
+        if len(arrived) >= EVENT_SAMPLES:
+            all_arrived.set()
+
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue("", exclusive=True)  # server-named, gone with the connection
+        await queue.bind(topology.EXCHANGE, topology.RESTOCK_DETECTED)
+        await queue.consume(on_message, no_ack=True)
+        async with httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT_S) as client:
+            await send_all(client, WEBHOOK_PATH, [levels.webhook(variant, 0) for variant in variants])
+            await _send_spaced(client, [(variant, levels.webhook(variant, 5)) for variant in variants], sent)
+        await asyncio.wait_for(all_arrived.wait(), EVENT_TIMEOUT_S)
+    finally:
+        await connection.close()
+    return [(arrived[variant] - sent[variant]) * 1000 for variant in variants]
+
+
+async def _send_spaced(
+    client: httpx.AsyncClient, webhooks: list[tuple[int, Webhook]], sent: dict[int, float]
+) -> None:
+    async def send(variant: int, body: bytes, headers: dict[str, str]) -> None:
+        sent[variant] = time.perf_counter()
+        answer = await client.post(WEBHOOK_PATH, content=body, headers=headers)
+        if answer.json().get("status") != "restock":
+            raise RuntimeError(f"expected a restock, got {answer.status_code} {answer.text}")
+
+    start = time.perf_counter()
+    tasks = []
+    for j, (variant, (body, headers)) in enumerate(webhooks):
+        delay = start + j * EVENT_SPACING_S - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(send(variant, body, headers)))
+    await asyncio.gather(*tasks)
+
+
+# --- the run ----------------------------------------------------------------------------------------
+
+
+def _metric(value: float, unit: str, baseline: float | None = None) -> dict[str, Any]:
+    ratio = round(value / baseline, 3) if baseline else None
+    return {
+        "value": round(value, 3),
+        "unit": unit,
+        "baseline": None if baseline is None else round(baseline, 3),
+        "ratio": ratio,
+    }
+
+
+def _p(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+async def measure(env: dict[str, str], detector: Service, bare: Service) -> tuple[dict[str, Any], str]:
+    await register_shop(env)
+    # The dispatcher's queue, as in production: without a bound queue every restock.detected publish
+    # would be unroutable and the relay would retry instead of publishing.
+    broker = await Broker.connect(env["RESTOCK_AMQP_URL"])
+    try:
+        await broker.declare_queue(topology.dispatcher_queue(broker.delivery_limit))
+    finally:
+        await broker.close()
+    catalogue = [
+        *range(LOAD_BASE, LOAD_BASE + LOAD_VARIANTS),
+        *range(WARMUP_BASE, WARMUP_BASE + WARMUP_VARIANTS),
+        *range(EVENT_BASE, EVENT_BASE + EVENT_SAMPLES),
+    ]
+    async with httpx.AsyncClient(base_url=detector.url, timeout=REQUEST_TIMEOUT_S) as client:
+        await send_all(client, WEBHOOK_PATH, product_webhooks(catalogue))
+    # The bare route first: the detector's relay then publishes its backlog while nothing is measured.
+    bare_load = await measured_run(bare.url, Levels())
+    levels = Levels()
+    detector_load = await measured_run(detector.url, levels)
+    await wait_outbox_drained(env["RESTOCK_DATABASE_URL"])
+    event_ms = await webhook_to_event(detector.url, env["RESTOCK_AMQP_URL"], levels)
+    results = {
+        "webhook_p99_ms": _metric(detector_load.percentile(99), "ms", bare_load.percentile(99)),
+        "webhook_p50_ms": _metric(detector_load.percentile(50), "ms", bare_load.percentile(50)),
+        "webhook_rps": _metric(detector_load.rps, "requests/s", bare_load.rps),
+        "webhook_errors": _metric(detector_load.errors, "requests", bare_load.errors),
+        "webhook_to_event_p99_ms": _metric(_p(event_ms, 99), "ms"),
+        "webhook_to_event_p50_ms": _metric(_p(event_ms, 50), "ms"),
+        "detector_rss_mb": _metric(detector.peak_rss_mib(), "MiB", bare.peak_rss_mib()),
+    }
+    mix = ", ".join(f"{status} {count}" for status, count in sorted(detector_load.statuses.items()))
+    return results, mix
+
+
+def table(results: dict[str, Any], mix: str) -> str:
+    """The figures beside their baselines (the bare route's where there is one)."""
+    rows = [f"{'metric':<26}{'value':>12}  {'unit':<11}{'baseline':>12}{'ratio':>9}"]
+    for name, metric in results.items():
+        baseline = "-" if metric["baseline"] is None else f"{metric['baseline']:.2f}"
+        ratio = "-" if metric["ratio"] is None else f"{metric['ratio']:.2f}"
+        rows.append(f"{name:<26}{metric['value']:>12.2f}  {metric['unit']:<11}{baseline:>12}{ratio:>9}")
+    return "\n".join(
+        [
+            f"detector: open loop {RATE} req/s x {DURATION_S:.0f} s, baseline = bare Litestar route; "
+            f"p50/p99 of answered requests; errors: not 200 or no answer {REQUEST_TIMEOUT_S:.0f} s after due",
+            *rows,
+            f"detector responses: {mix}",
+            f"webhook -> restock.detected: {EVENT_SAMPLES} restocks, {EVENT_SPACING_S * 1000:.0f} ms apart",
+        ]
+    )
+
+
+def _stop(signum: int, _: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main() -> None:
+    # Stopped by a signal, the run still removes its database, vhost and servers (the ``finally``s):
+    # SIGTERM becomes an exception too, and SIGINT is restored for a shell that started us ignoring it.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    began = time.monotonic()
+    with (
+        private_infrastructure() as env,
+        service(["-m", "restock_detector"], env) as detector,
+        service([str(BARE_APP)], env) as bare,
+    ):
+        results, mix = asyncio.run(measure(env, detector, bare))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results, mix))
+    print(f"wrote {RESULTS.relative_to(ROOT)} in {time.monotonic() - began:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

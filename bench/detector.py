@@ -48,6 +48,7 @@ import httpx
 
 from restock_common import messages, signatures, topology
 from restock_common.broker import Broker
+from restock_sandbox.stack import set_shop_rules
 
 Webhook = tuple[bytes, dict[str, str]]  # a body and its headers
 
@@ -204,19 +205,9 @@ def _wait_ready(running: Service) -> None:
 
 
 async def register_shop(env: dict[str, str]) -> None:
-    """``restock_admin shops add``, then debounce 0 (the SQL of ``restock_sandbox.stack._set_demo_rules``)."""
+    """``restock_admin shops add``, then debounce 0, as the sandbox does for its demo shop."""
     _run_checked([sys.executable, "-m", "restock_admin", "shops", "add", SHOP, "--access-token", "x"], env)
-    connection = await asyncpg.connect(env["RESTOCK_DATABASE_URL"])
-    try:
-        await connection.execute(
-            "INSERT INTO rules (tenant, body, version, updated_at, updated_by) "
-            "SELECT id, $2::jsonb, 1, now(), 'bench' FROM tenants WHERE shop_domain = $1 "
-            "ON CONFLICT (tenant) DO UPDATE SET body = rules.body || EXCLUDED.body, updated_at = now()",
-            SHOP,
-            json.dumps({"debounce_seconds": 0}),
-        )
-    finally:
-        await connection.close()
+    await set_shop_rules(env["RESTOCK_DATABASE_URL"], SHOP, updated_by="bench", debounce_seconds=0)
 
 
 def signed(topic: str, payload: object) -> Webhook:

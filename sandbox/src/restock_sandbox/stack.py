@@ -178,7 +178,8 @@ def register_shop(env: dict[str, str], shop_domain: str, *, fresh: bool = False)
         )
     subprocess.run([*admin, "add", shop_domain, "--access-token", "shpat_sandbox"], env=full_env, check=True)
     database_url = full_env.get("RESTOCK_DATABASE_URL") or Settings().database_url
-    asyncio.run(_set_demo_rules(database_url, shop_domain))
+    # The demo restocks without the default 5-minute debounce, so ``make demo-restock`` answers at once.
+    asyncio.run(set_shop_rules(database_url, shop_domain, updated_by="sandbox", debounce_seconds=0))
 
 
 def encode_rules_patch(**fields: object) -> str:
@@ -189,17 +190,18 @@ def encode_rules_patch(**fields: object) -> str:
     return json.dumps(fields)
 
 
-async def _set_demo_rules(database_url: str, shop_domain: str) -> None:
-    """The demo shop restocks without the default 5-minute debounce, so ``make demo-restock`` answers at
-    once. (The admin API's rule editor will own this; until then the sandbox writes the shop's row.)"""
+async def set_shop_rules(database_url: str, shop_domain: str, *, updated_by: str, **fields: object) -> None:
+    """Merge ``fields`` into a sandbox shop's rules row. (The admin API's rule editor will own this; until
+    then the sandbox, and the benchmarks that play a shop, write the row.)"""
     connection = await asyncpg.connect(database_url)
     try:
         await connection.execute(
             "INSERT INTO rules (tenant, body, version, updated_at, updated_by) "
-            "SELECT id, $2::jsonb, 1, now(), 'sandbox' FROM tenants WHERE shop_domain = $1 "
+            "SELECT id, $2::jsonb, 1, now(), $3 FROM tenants WHERE shop_domain = $1 "
             "ON CONFLICT (tenant) DO UPDATE SET body = rules.body || EXCLUDED.body, updated_at = now()",
             shop_domain,
-            encode_rules_patch(debounce_seconds=0),
+            encode_rules_patch(**fields),
+            updated_by,
         )
     finally:
         await connection.close()

@@ -6,6 +6,9 @@ takes its default, so adding a rule never needs a data migration.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import msgspec
 
 from restock_common.keys import DEFAULT_WINDOW_SECONDS
@@ -33,10 +36,13 @@ class Rules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Fal
 DEFAULT_RULES = Rules()
 
 
-def decode_rules(body: bytes | str | None) -> Rules:
-    """The rules of a stored row (``None`` or empty: the defaults)."""
+def decode_rules(body: bytes | str | Mapping[str, Any] | None) -> Rules:
+    """The rules of a stored row: JSON text, or the dict a JSONB column comes back as when the query is
+    read through asyncpg's codecs (``None`` or empty: the defaults)."""
     if not body:
         return DEFAULT_RULES
+    if isinstance(body, Mapping):
+        return msgspec.convert(dict(body), Rules)
     return msgspec.json.decode(body, type=Rules)
 
 

@@ -105,3 +105,10 @@ def test_rules_defaults_and_partial_rows() -> None:
     assert rules.cooldown_seconds == 60
     assert rules.debounce_seconds == DEFAULT_RULES.debounce_seconds
     assert decode_rules(encode_rules(Rules(min_quantity=3))).min_quantity == 3
+
+
+def test_rules_decode_from_a_jsonb_dict_as_from_text() -> None:
+    assert decode_rules({"cooldown_seconds": 60, "min_quantity": 2}) == decode_rules(
+        '{"cooldown_seconds": 60, "min_quantity": 2}'
+    )
+    assert decode_rules({}) == DEFAULT_RULES

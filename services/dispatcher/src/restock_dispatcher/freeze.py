@@ -18,13 +18,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgspec
 from piccolo.engine.postgres import PostgresEngine
 
 from restock_common.db.tables import NotificationJob, RestockEvent, Subscription
 from restock_common.keys import notification_key, notification_key_sql
 from restock_common.messages import Channel
-from restock_common.rules import Rules, decode_rules
+from restock_common.rules import decode_rules
 from restock_dispatcher import dedup
 from restock_dispatcher.ports import Cursor, EventMissing, FastDedup, Frozen, Page
 
@@ -102,12 +101,6 @@ _STALE = (
 )
 
 
-def _rules(body: Any) -> Rules:
-    if isinstance(body, dict):
-        return msgspec.convert(body, Rules)
-    return decode_rules(body)
-
-
 class PiccoloTargetStore:
     """``TargetStore`` and ``SweepStore`` over the Piccolo engine (queries join the open transaction via
     its contextvar), with the Redis fast path consulted per freeze page."""
@@ -177,7 +170,7 @@ class _EventFreeze:
         self.event_id = event_id
         self.event = event
         self.traceparent = traceparent
-        self.ttl = dedup.claim_ttl_seconds(_rules(event["rules"]).restock_window_seconds)
+        self.ttl = dedup.claim_ttl_seconds(decode_rules(event["rules"]).restock_window_seconds)
         self.fast_dedup = store.fast_dedup
 
     async def run(self) -> tuple[int, int]:

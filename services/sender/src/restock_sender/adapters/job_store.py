@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import msgspec
 from piccolo.engine.postgres import PostgresEngine
 
 from restock_common.db.tables import NotificationJob, NotificationLog, Subscription
-from restock_common.rules import Rules, decode_rules
+from restock_common.rules import decode_rules
 from restock_sender.delivery import Event, JobState, RetryPolicy, next_state
 from restock_sender.ports import AttemptRecord, ClaimedJob, NotClaimable
 
@@ -62,14 +61,8 @@ _NOTIFIED = (
 _CLAIMED_STATE = next_state(JobState.PENDING, Event.CLAIM)
 
 
-def _rules(body: Any) -> Rules:
-    if isinstance(body, dict):
-        return msgspec.convert(body, Rules)
-    return decode_rules(body)
-
-
 def _claimed(row: dict[str, Any]) -> ClaimedJob:
-    rules = _rules(row["rules"])
+    rules = decode_rules(row["rules"])
     return ClaimedJob(
         job_id=row["id"],
         tenant_id=row["tenant"],

@@ -105,7 +105,9 @@ async def clean_db(engine: object, settings: Settings) -> None:
 async def _purge_service_queues(settings: Settings) -> None:
     service_queues = [
         topology.dispatcher_queue(settings.delivery_limit).name,
+        topology.dispatcher_inventory_queue(settings.delivery_limit).name,
         *(topology.sender_queue(channel, settings.delivery_limit).name for channel in CHANNELS),
+        *(topology.sender_confirm_queue(channel, settings.delivery_limit).name for channel in CHANNELS),
     ]
     connection = await aio_pika.connect(settings.amqp_url)
     try:

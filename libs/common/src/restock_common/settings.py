@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     smtp_tls: Literal["none", "starttls", "tls"] = "none"
     smtp_from: str = "Restock <alerts@restock.localhost>"
 
+    # Signs the public links in messages (double opt-in confirmation, one-click unsubscribe); rotating it
+    # invalidates every link already sent, so it is its own secret, not the Shopify one.
+    link_secret: SecretStr = SecretStr(DEVELOPMENT_SECRET)
+
     twilio_account_sid: str = "AC00000000000000000000000000000000"
     twilio_auth_token: SecretStr = SecretStr(DEVELOPMENT_SECRET)
     twilio_base_url: str = "http://127.0.0.1:8025/twilio"
@@ -78,7 +82,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _secrets_given_in_production(self) -> Settings:
         if self.env == "production":
-            for name in ("shopify_api_secret", "twilio_auth_token"):
+            for name in ("shopify_api_secret", "twilio_auth_token", "link_secret"):
                 if getattr(self, name).get_secret_value() == DEVELOPMENT_SECRET:
                     raise ValueError(f"RESTOCK_{name.upper()} must be set in production")
         return self

@@ -19,6 +19,8 @@ DEAD_LETTER_EXCHANGE = "restock.dlx"
 POISON_QUEUE = "restock.poison"
 
 RESTOCK_DETECTED = "restock.detected"
+STOCK_CHANGED = "stock.changed"
+ORDER_CREATED = "order.created"
 
 
 def jobs_routing_key(channel: Channel) -> str:
@@ -47,6 +49,24 @@ def queue_arguments(delivery_limit: int) -> dict[str, Any]:
 def dispatcher_queue(delivery_limit: int) -> QueueSpec:
     """What the dispatcher consumes."""
     return QueueSpec("dispatcher.restock-detected", (RESTOCK_DETECTED,), queue_arguments(delivery_limit))
+
+
+def dispatcher_inventory_queue(delivery_limit: int) -> QueueSpec:
+    """The dispatcher's second queue: stock changes (wave re-planning) and orders (fulfilment). Kept apart
+    from restock.detected so that a burst of stock changes never delays a freeze."""
+    return QueueSpec("dispatcher.inventory", (STOCK_CHANGED, ORDER_CREATED), queue_arguments(delivery_limit))
+
+
+def confirm_routing_key(channel: Channel) -> str:
+    """The routing key of double opt-in confirmation requests for one channel (``confirm.email``)."""
+    return f"confirm.{channel}"
+
+
+def sender_confirm_queue(channel: Channel, delivery_limit: int) -> QueueSpec:
+    """Confirmation requests the sender of one channel consumes, apart from job batches."""
+    return QueueSpec(
+        f"sender.{channel}.confirm", (confirm_routing_key(channel),), queue_arguments(delivery_limit)
+    )
 
 
 def sender_queue(channel: Channel, delivery_limit: int) -> QueueSpec:

@@ -80,7 +80,9 @@ def test_notification_key_format() -> None:
 def test_production_refuses_development_secrets() -> None:
     with pytest.raises(ValidationError, match="RESTOCK_SHOPIFY_API_SECRET"):
         Settings(env="production")
-    Settings(env="production", shopify_api_secret="real", twilio_auth_token="real")
+    with pytest.raises(ValidationError, match="RESTOCK_LINK_SECRET"):
+        Settings(env="production", shopify_api_secret="real", twilio_auth_token="real")
+    Settings(env="production", shopify_api_secret="real", twilio_auth_token="real", link_secret="real")
 
 
 def test_settings_read_the_contract_names(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,9 +2,10 @@
 
 Theory of operation
 -------------------
-A job is born ``pending`` (the dispatcher's freeze). A sender *claims* it (compare-and-set in
-PostgreSQL) and it becomes ``processing``: a checkpoint committed before the provider is called, with the
-attempt number. From ``processing`` exactly one outcome is recorded:
+A job is born ``pending`` (the dispatcher's freeze), or ``waiting`` when the shop's inventory-aware
+waves hold it back until the wave planner releases it (``wave-release``) into ``pending``. A sender
+*claims* it (compare-and-set in PostgreSQL) and it becomes ``processing``: a checkpoint committed
+before the provider is called, with the attempt number. From ``processing`` exactly one outcome is recorded:
 
 - the provider accepted the message: ``sent``;
 - the subscription was unsubscribed (or has no address) when re-checked: ``skipped-opted-out``, no send;
@@ -33,21 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from restock_common.jobs import JobState as JobState  # re-exported: the sender's vocabulary
 from restock_common.messages import Channel
-
-
-class JobState(enum.StrEnum):
-    """The values of ``notification_jobs.state``."""
-
-    PENDING = "pending"  # frozen, waiting for a sender
-    PROCESSING = "processing"  # claimed under a lease; the provider may be being called
-    SENT = "sent"  # the provider accepted it
-    FAILED_TEMPORARY = "failed-temporary"  # will be retried at next_attempt_at
-    FAILED_PERMANENT = "failed-permanent"  # the provider refused it for good
-    DEAD_LETTER = "dead-letter"  # temporary failures exhausted the attempts
-    DUPLICATE_SUPPRESSED = "duplicate-suppressed"  # the same notification was already sent
-    SKIPPED_OPTED_OUT = "skipped-opted-out"  # the shopper unsubscribed before we sent
-    INDETERMINATE = "indeterminate"  # lease expired mid-send: maybe sent, never resent automatically
 
 
 class Event(enum.StrEnum):
@@ -64,11 +52,14 @@ class Event(enum.StrEnum):
     LEASE_EXPIRED = "lease-expired"
     RETRY_DUE = "retry-due"
     REPLAY = "replay"
+    WAVE_RELEASE = "wave-release"  # the dispatcher's wave planner lets a waiting job go
 
 
 S, E = JobState, Event
 
 TRANSITIONS: dict[tuple[JobState, Event], JobState] = {
+    (S.WAITING, E.WAVE_RELEASE): S.PENDING,
+    (S.WAITING, E.OPTED_OUT): S.SKIPPED_OPTED_OUT,
     (S.PENDING, E.CLAIM): S.PROCESSING,
     (S.PENDING, E.DUPLICATE): S.DUPLICATE_SUPPRESSED,
     (S.PENDING, E.OPTED_OUT): S.SKIPPED_OPTED_OUT,

@@ -35,6 +35,11 @@ class Tenant(Table, tablename="tenants"):
     installed_at = Timestamptz(default=TimestamptzNow())
     uninstalled_at = Timestamptz(null=True, default=None)
     redacted_at = Timestamptz(null=True, default=None)
+    # The reconciliation sync (detector): its schedule, an on-demand request, and how the last run went.
+    sync_requested_at = Timestamptz(null=True, default=None)
+    last_sync_started_at = Timestamptz(null=True, default=None)
+    last_sync_finished_at = Timestamptz(null=True, default=None)
+    last_sync_error = Text(null=True, default=None)
 
 
 class Subscription(Table, tablename="subscriptions"):
@@ -270,6 +275,49 @@ class Outbox(Table, tablename="outbox"):
     publish_attempts = Integer(default=0)
 
 
+class WavePlan(Table, tablename="wave_plans"):
+    """The dispatcher's inventory-aware waves for one variant: which wave is out, when the next may go,
+    and the last availability it planned with. Written only by the wave planner's store."""
+
+    id = BigSerial(primary_key=True)
+    tenant = ForeignKey(references=Tenant)
+    variant_id = BigInt()
+    restock_event = ForeignKey(references=RestockEvent, null=True, default=None)
+    wave = SmallInt(default=0)
+    status = Varchar(length=16, default="idle")  # idle | active | sold-out
+    available = Integer(default=0)
+    wave_started_at = Timestamptz(null=True, default=None)
+    next_wave_at = Timestamptz(null=True, default=None)
+    updated_at = Timestamptz(default=TimestamptzNow())
+
+    one_wave_plan_per_variant = Unique(["tenant", "variant_id"])
+
+
+class ConsumedToken(Table, tablename="consumed_tokens"):
+    """A single-use public link already used (by ``restock_common.links.token_id``): a reused confirmation
+    link gets a clear page instead of acting twice."""
+
+    id = BigSerial(primary_key=True)
+    token_id = Varchar(length=64, unique=True)
+    purpose = Varchar(length=16)
+    subscription_id = BigInt(null=True, default=None)
+    used_at = Timestamptz(default=TimestamptzNow())
+
+
+class ChannelPause(Table, tablename="channel_pauses"):
+    """A channel paused because our own configuration is wrong (SMTP 535, Twilio 20003): jobs stay pending
+    until an operator (or the sender's health probe) resumes it. One row per channel."""
+
+    id = BigSerial(primary_key=True)
+    channel = Varchar(length=8, unique=True)
+    paused = Boolean(default=False)
+    reason = Text(null=True, default=None)
+    error_code = Varchar(length=32, null=True, default=None)
+    paused_at = Timestamptz(null=True, default=None)
+    resumed_at = Timestamptz(null=True, default=None)
+    updated_at = Timestamptz(default=TimestamptzNow())
+
+
 class ProductView(Table, tablename="product_views"):
     """Storefront views per variant per day, for the signup-rate KPI. No personal data."""
 
@@ -316,4 +364,7 @@ ALL_TABLES: list[type[Table]] = [
     Outbox,
     ProductView,
     OrderAttribution,
+    WavePlan,
+    ConsumedToken,
+    ChannelPause,
 ]

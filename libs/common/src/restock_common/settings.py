@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     sandbox_webhook_url: str = "http://127.0.0.1:8001/webhooks/shopify"
     sandbox_proxy_url: str = "http://127.0.0.1:8000/proxy"
     sandbox_shop_domain: str = "demo-shop.myshopify.com"
+    # Where the sandbox's Twilio delivers a shopper's inbound SMS (STOP, YES), signed as Twilio signs it.
+    sandbox_twilio_inbound_url: str = "http://127.0.0.1:8000/twilio/inbound"
 
     # Named kill points for the fault suite; unset in production. See restock_common.faults.
     fault_point: str | None = None

@@ -38,6 +38,6 @@ format: install
 	$(UV) ruff format .
 	$(UV) ruff check --fix .
 
-bench: install infra ## every benchmark under bench/, one table of figures beside their baselines
-	@if ls bench/*.py >/dev/null 2>&1; then for b in bench/*.py; do $(UV) python $$b || exit 1; done; \
-	else echo "no benchmarks yet"; fi
+bench: install infra ## every benchmark under bench/, then one table of figures beside their baselines
+	@for b in bench/*.py; do echo "== $$b"; $(UV) python $$b || exit 1; done
+	@$(UV) python bench/tools/report.py

@@ -1,1 +1,2 @@
-"""Local stand-ins speaking the real protocols (Shopify store, SMTP inbox); never imported by a service."""
+"""Local stand-ins speaking the real protocols (Shopify store and Admin API, Twilio, SMTP inbox); never
+imported by a service."""

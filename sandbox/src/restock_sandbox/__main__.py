@@ -1,4 +1,4 @@
-"""``python -m restock_sandbox``: the sandbox peers (Shopify store, SMTP inbox) on their ports."""
+"""``python -m restock_sandbox``: the sandbox peers (Shopify store and Admin API, Twilio, SMTP inbox)."""
 
 from restock_sandbox import app
 

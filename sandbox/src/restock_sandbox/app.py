@@ -1,8 +1,10 @@
-"""The sandbox's composition root: one process, one loop, an HTTP app and the SMTP server beside it."""
+"""The sandbox's composition root: one process, one loop, an HTTP app (Shopify store and Admin API, Twilio
+API, inbox) and the SMTP server beside it."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -15,6 +17,8 @@ from litestar.di import Provide
 from restock_common.service import DEFAULT_PORTS, health_routes, serve
 from restock_common.settings import Settings
 from restock_common.telemetry import setup_logging, setup_tracing
+from restock_sandbox.shopify.admin_api import AdminApi
+from restock_sandbox.shopify.admin_routes import AdminApiController, GraphQLControl
 from restock_sandbox.shopify.proxy import ProxyForwarder
 from restock_sandbox.shopify.routes import Shop, StoreController, WebhookFaultController
 from restock_sandbox.shopify.store import Store
@@ -22,6 +26,8 @@ from restock_sandbox.shopify.webhooks import WebhookDeliverer
 from restock_sandbox.smtp.inbox import Inbox
 from restock_sandbox.smtp.routes import FaultController, InboxController
 from restock_sandbox.smtp.server import InboxHandler, start_smtp_server
+from restock_sandbox.twilio.peer import TwilioPeer
+from restock_sandbox.twilio.routes import MessagesApi, TwilioControl
 
 SERVICE = "sandbox"
 
@@ -35,16 +41,33 @@ def http_port(settings: Settings) -> int:
     return urlsplit(settings.shopify_api_base_url).port or DEFAULT_PORTS["sandbox"]
 
 
-def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = None) -> Litestar:
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    monotonic: Callable[[], float] | None = None,
+) -> Litestar:
     """The HTTP app; its lifespan starts the SMTP server on ``smtp_host:smtp_port`` in the same loop."""
     clock = clock or _utc_now
+    monotonic = monotonic or time.monotonic
     secret = settings.shopify_api_secret.get_secret_value()
     http = httpx.AsyncClient()
     inbox = Inbox()
+    store = Store(settings.sandbox_shop_domain, clock)
+    admin_api = AdminApi(store, settings.sandbox_shopify_access_token, clock, monotonic)
+    admin_api.bulk_seconds = settings.sandbox_bulk_seconds
     shop = Shop(
-        Store(settings.sandbox_shop_domain, clock),
+        store,
         WebhookDeliverer(settings.sandbox_webhook_url, http, clock),
         secret,
+        clock,
+    )
+    twilio = TwilioPeer(
+        settings.twilio_account_sid,
+        settings.twilio_auth_token.get_secret_value(),
+        settings.twilio_from,
+        settings.sandbox_twilio_inbound_url,
+        http,
         clock,
     )
     proxy = ProxyForwarder(settings.sandbox_proxy_url, settings.sandbox_shop_domain, secret, http, clock)
@@ -58,6 +81,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
             yield
         finally:
             await shop.deliverer.flush()  # webhooks a fault still holds are sent, not lost
+            await twilio.flush()  # and status callbacks in flight
             smtp.close()
             await smtp.wait_closed()
             await http.aclose()
@@ -74,11 +98,17 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
             FaultController,
             StoreController,
             WebhookFaultController,
+            AdminApiController,
+            GraphQLControl,
+            MessagesApi,
+            TwilioControl,
         ],
         dependencies={
             "inbox": Provide(lambda: inbox, sync_to_thread=False, use_cache=True),
             "shop": Provide(lambda: shop, sync_to_thread=False, use_cache=True),
             "proxy": Provide(lambda: proxy, sync_to_thread=False, use_cache=True),
+            "admin_api": Provide(lambda: admin_api, sync_to_thread=False, use_cache=True),
+            "twilio": Provide(lambda: twilio, sync_to_thread=False, use_cache=True),
         },
         lifespan=[lifespan],
         logging_config=None,  # setup_logging already routes every logger as JSON

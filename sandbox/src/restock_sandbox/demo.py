@@ -76,20 +76,28 @@ def restock(ports: Ports, available: int = 5, timeout: float = 30.0) -> float | 
     return None
 
 
-def banner(ports: Ports) -> str:
+def banner(ports: Ports, token: str, dropped: dict[str, str] | None = None) -> str:
     """Where to look, printed by ``make run`` once everything is ready."""
-    return f"""
+    missing = "".join(f"  NOT RUNNING: {problem}\n" for problem in (dropped or {}).values())
+    return (
+        missing
+        + f"""
 Restock is running.
   admin-api       http://127.0.0.1:{ports.admin}   (/healthz, /readyz, storefront /proxy/subscriptions)
   detector        http://127.0.0.1:{ports.detector}   (POST /webhooks/shopify)
   dispatcher      http://127.0.0.1:{ports.dispatcher}/readyz
   sender (email)  http://127.0.0.1:{ports.sender_email}/readyz
+  sender (sms)    http://127.0.0.1:{ports.sender_sms}/readyz
   sandbox inbox   http://127.0.0.1:{ports.sandbox}/inbox   (SMTP on :{ports.smtp})
-  sandbox store   http://127.0.0.1:{ports.sandbox}/store/products
+  sandbox store   http://127.0.0.1:{ports.sandbox}/store/products   (orders: POST /store/orders)
+  sandbox Admin   http://127.0.0.1:{ports.sandbox}/admin/api/2025-01/graphql.json
+                  (header X-Shopify-Access-Token: {token})
+  sandbox Twilio  http://127.0.0.1:{ports.sandbox}/twilio/messages   (API base .../twilio)
 Demo: product {PRODUCT_ID}, variant {VARIANT_ID} is sold out and {SUBSCRIBER} is subscribed.
 Restock it in another terminal:  make demo-restock
 Ctrl-C stops everything.
 """
+    )
 
 
 def main() -> None:

@@ -1,15 +1,20 @@
 """Start the whole system as real processes: every service plus the sandbox.
 
-``make run`` calls ``main()``: register the demo shop, start the processes on the default ports, wait
-until each answers its readiness probe, seed the demo store (a product, a sold-out level, a subscriber),
-print where to look, then stay in the foreground; Ctrl-C (or SIGTERM) stops everything gracefully.
-The end-to-end tests use ``Stack`` with free ports and their own database, vhost and Redis db.
+``make run`` calls ``main()``: register the demo shop (with the access token the sandbox's Admin API
+accepts), start the processes on the default ports, wait until each answers its readiness probe, seed
+the demo store (a product, a sold-out level, a subscriber), print where to look, then stay in the
+foreground; Ctrl-C (or SIGTERM) stops everything gracefully. The end-to-end tests use ``Stack`` with free
+ports and their own database, vhost and Redis db.
+
+An optional process (the SMS sender) that exits or is not ready in time is stopped, dropped from the
+stack with a warning, and the rest runs on: email works without it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import socket
@@ -27,6 +32,8 @@ import httpx
 from restock_common.rules import Rules
 from restock_common.settings import Settings
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Ports:
@@ -38,11 +45,12 @@ class Ports:
     sender_email: int = 8003
     sandbox: int = 8025
     smtp: int = 2525
+    sender_sms: int = 8004
 
     @classmethod
     def free(cls) -> Ports:
         """Ports the kernel reports free right now (for tests running beside ``make run``)."""
-        sockets = [socket.socket() for _ in range(6)]
+        sockets = [socket.socket() for _ in range(7)]
         try:
             for sock in sockets:
                 sock.bind(("127.0.0.1", 0))
@@ -61,6 +69,7 @@ class Ports:
             "RESTOCK_PUBLIC_BASE_URL": f"http://127.0.0.1:{self.admin}",
             "RESTOCK_SANDBOX_WEBHOOK_URL": f"http://127.0.0.1:{self.detector}/webhooks/shopify",
             "RESTOCK_SANDBOX_PROXY_URL": f"http://127.0.0.1:{self.admin}/proxy",
+            "RESTOCK_SANDBOX_TWILIO_INBOUND_URL": f"http://127.0.0.1:{self.admin}/twilio/inbound",
         }
 
 
@@ -72,6 +81,7 @@ class ProcessSpec:
     argv: tuple[str, ...]
     port: int
     ready_path: str = "/readyz"
+    optional: bool = False  # not ready in time: dropped with a warning instead of failing the stack
 
 
 def process_specs(ports: Ports) -> list[ProcessSpec]:
@@ -83,6 +93,9 @@ def process_specs(ports: Ports) -> list[ProcessSpec]:
         ProcessSpec("detector", (py, "-m", "restock_detector"), ports.detector),
         ProcessSpec("dispatcher", (py, "-m", "restock_dispatcher"), ports.dispatcher),
         ProcessSpec("sender-email", (py, "-m", "restock_sender", "--channel", "email"), ports.sender_email),
+        ProcessSpec(
+            "sender-sms", (py, "-m", "restock_sender", "--channel", "sms"), ports.sender_sms, optional=True
+        ),
     ]
 
 
@@ -95,6 +108,7 @@ class Stack:
     log_dir: Path | None = None  # None: lines go to our stdout, prefixed with the process name
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     specs: dict[str, ProcessSpec] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)  # optional processes left out, and why
 
     def start(self, names: list[str] | None = None) -> None:
         """Start the named processes (all by default)."""
@@ -123,22 +137,47 @@ class Stack:
             threading.Thread(target=_prefix_lines, args=(spec.name, process), daemon=True).start()
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Return when every started process answers its readiness probe; raise if one died or timed out."""
+        """Return when every started process answers its readiness probe; raise if a required one died or
+        timed out (an optional one is dropped instead, see the module's rules)."""
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2.0) as client:
-            for name, spec in self.specs.items():
-                url = f"http://127.0.0.1:{spec.port}{spec.ready_path}"
-                while True:
-                    if self.processes[name].poll() is not None:
-                        raise RuntimeError(f"{name} exited with {self.processes[name].returncode}")
-                    try:
-                        if client.get(url).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{name} not ready at {url}")
-                    time.sleep(0.1)
+            for name, spec in sorted(self.specs.items(), key=lambda item: item[1].optional):
+                problem = self._wait_one(client, name, spec, deadline)
+                if problem is None:
+                    continue
+                if not spec.optional:
+                    raise (TimeoutError if "not ready" in problem else RuntimeError)(problem)
+                self._drop(name, problem)
+
+    def _wait_one(self, client: httpx.Client, name: str, spec: ProcessSpec, deadline: float) -> str | None:
+        """None once ready, else what went wrong."""
+        url = f"http://127.0.0.1:{spec.port}{spec.ready_path}"
+        while True:
+            if self.processes[name].poll() is not None:
+                return f"{name} exited with {self.processes[name].returncode}"
+            try:
+                if client.get(url).status_code == 200:
+                    return None
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                return f"{name} not ready at {url}"
+            time.sleep(0.1)
+
+    def _drop(self, name: str, problem: str) -> None:
+        process = self.processes.pop(name)
+        self.specs.pop(name)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.dropped[name] = problem
+        message = f"warning: optional process {problem}; running without it"
+        logger.warning(message)
+        print(message, file=sys.stderr, flush=True)
 
     def stop(self, timeout: float = 30.0) -> dict[str, int]:
         """SIGTERM every process (graceful shutdown), SIGKILL what outlives ``timeout``; exit codes."""
@@ -168,15 +207,18 @@ def _prefix_lines(name: str, process: subprocess.Popen[bytes]) -> None:
 
 
 def register_shop(env: dict[str, str], shop_domain: str, *, fresh: bool = False) -> None:
-    """``python -m restock_admin shops add`` (the stand-in for the OAuth install); ``fresh`` first removes
-    the shop and its data, so the demo's restock is not inside the cooldown of an earlier run's."""
+    """``python -m restock_admin shops add`` (the stand-in for the OAuth install) with the access token the
+    sandbox's GraphQL Admin API accepts (``RESTOCK_SANDBOX_SHOPIFY_ACCESS_TOKEN``, default ``demo-token``);
+    ``fresh`` first removes the shop and its data, so the demo's restock is not inside the cooldown of an
+    earlier run's."""
     admin = [sys.executable, "-m", "restock_admin", "shops"]
     full_env = {**os.environ, **env}
     if fresh:
         subprocess.run(
             [*admin, "remove", shop_domain, "--yes", "--actor", "make-run"], env=full_env, check=True
         )
-    subprocess.run([*admin, "add", shop_domain, "--access-token", "shpat_sandbox"], env=full_env, check=True)
+    token = full_env.get("RESTOCK_SANDBOX_SHOPIFY_ACCESS_TOKEN") or Settings().sandbox_shopify_access_token
+    subprocess.run([*admin, "add", shop_domain, "--access-token", token], env=full_env, check=True)
     database_url = full_env.get("RESTOCK_DATABASE_URL") or Settings().database_url
     # The demo restocks without the default 5-minute debounce, so ``make demo-restock`` answers at once.
     asyncio.run(set_shop_rules(database_url, shop_domain, updated_by="sandbox", debounce_seconds=0))
@@ -223,7 +265,7 @@ def main() -> None:
         stack.start()
         stack.wait_ready()
         demo.seed(ports)
-        print(demo.banner(ports), flush=True)
+        print(demo.banner(ports, Settings().sandbox_shopify_access_token, stack.dropped), flush=True)
         while not stopping.wait(0.5):
             if (name := stack.first_exited()) is not None:
                 print(f"{name} exited; stopping everything", file=sys.stderr)

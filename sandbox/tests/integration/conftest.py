@@ -20,6 +20,8 @@ from restock_sandbox.app import create_app, http_port
 
 SECRET = "sandbox-test-secret"
 SHOP = "sandbox-test.myshopify.com"
+TWILIO_SID = "AC" + "5" * 32
+TWILIO_TOKEN = "sandbox-twilio-token"
 
 
 def free_port() -> int:
@@ -104,6 +106,9 @@ def sandbox_settings(receiver: Receiver) -> Settings:
         sandbox_webhook_url=f"{receiver.url}/webhooks/shopify",
         sandbox_proxy_url=f"{receiver.url}/proxy",
         sandbox_shop_domain=SHOP,
+        sandbox_twilio_inbound_url=f"{receiver.url}/twilio/inbound",
+        twilio_account_sid=TWILIO_SID,
+        twilio_auth_token=TWILIO_TOKEN,
     )
 
 

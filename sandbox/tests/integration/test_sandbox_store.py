@@ -69,7 +69,7 @@ async def test_product_and_inventory_changes_deliver_signed_webhooks(
         assert request.headers["x-shopify-api-version"] == "2025-01"
         assert request.headers["content-type"] == "application/json"
     product_hook, level_hook = receiver.requests
-    assert product_hook.headers["x-shopify-topic"] == "products/update"
+    assert product_hook.headers["x-shopify-topic"] == "products/create"  # a new product
     assert level_hook.headers["x-shopify-topic"] == "inventory_levels/update"
     assert product_hook.headers["x-shopify-webhook-id"] != level_hook.headers["x-shopify-webhook-id"]
 
@@ -97,10 +97,12 @@ async def test_product_and_inventory_changes_deliver_signed_webhooks(
     assert [v["inventory_quantity"] for v in products[0]["variants"]] == [5, 0]
     log = (await http.get("/store/webhooks")).json()
     assert [(d["topic"], d["status"], d["delivered"]) for d in log] == [
-        ("products/update", 200, True),
+        ("products/create", 200, True),
         ("inventory_levels/update", 200, True),
     ]
     assert log[0]["webhook_id"] == product_hook.headers["x-shopify-webhook-id"]
+    await http.put("/store/products/1001", json=PRODUCT)
+    assert receiver.requests[-1].headers["x-shopify-topic"] == "products/update"  # it exists now
 
 
 async def test_level_updated_at_strictly_increases_even_within_a_second(
@@ -167,3 +169,64 @@ async def test_app_proxy_passes_the_apps_refusal_through(sandbox, receiver, http
     receiver.answers["/proxy/subscriptions"] = (400, {"detail": "invalid email"})
     response = await http.post("/store/apps/proxy/subscriptions", json={"variant_id": 1, "email": "nope"})
     assert (response.status_code, response.json()) == (400, {"detail": "invalid email"})
+
+
+async def test_an_order_delivers_a_signed_orders_create_webhook_in_shopifys_shape(
+    sandbox, receiver, http: httpx.AsyncClient
+) -> None:
+    await http.put("/store/products/1001", json=PRODUCT)
+    receiver.requests.clear()
+    order = {
+        "line_items": [
+            {"variant_id": 2001, "quantity": 2, "price": "39.50"},
+            {"variant_id": 2002, "price": 49},
+        ],
+        "email": "ada@example.com",
+        "phone": "+14155550123",
+        "currency": "EUR",
+    }
+
+    first = await http.post("/store/orders", json=order)
+    second = await http.post(
+        "/store/orders", json={"line_items": [{"variant_id": 2002}], "email": "ADA@example.com"}
+    )
+
+    assert first.status_code == 200
+    assert first.json()["delivered"] is True
+    (request, _) = receiver.requests
+    assert request.headers["x-shopify-topic"] == "orders/create"
+    secret = sandbox.settings.shopify_api_secret.get_secret_value()
+    assert verify_shopify_webhook(secret, request.body, request.headers["x-shopify-hmac-sha256"])
+    payload = json.loads(request.body)
+    assert payload == first.json()["order"]
+    assert payload["admin_graphql_api_id"] == f"gid://shopify/Order/{payload['id']}"
+    assert (payload["email"], payload["phone"], payload["currency"], payload["total_price"]) == (
+        "ada@example.com", "+14155550123", "EUR", "128.00"
+    )  # fmt: skip
+    assert [
+        (li["variant_id"], li["product_id"], li["quantity"], li["price"]) for li in payload["line_items"]
+    ] == [
+        (2001, 1001, 2, "39.50"),
+        (2002, 1001, 1, "49.00"),
+    ]
+    assert all(isinstance(li["id"], int) for li in payload["line_items"])
+    assert payload["customer"]["email"] == "ada@example.com"
+    later = second.json()["order"]
+    assert later["id"] > payload["id"]
+    assert later["customer"]["id"] == payload["customer"]["id"]  # the same shopper, whatever the case
+    assert [o["id"] for o in (await http.get("/store/orders")).json()] == [payload["id"], later["id"]]
+
+
+async def test_an_order_for_an_unknown_variant_is_refused_and_sends_nothing(
+    receiver, http: httpx.AsyncClient
+) -> None:
+    await http.put("/store/products/1001", json=PRODUCT)
+    receiver.requests.clear()
+    response = await http.post("/store/orders", json={"line_items": [{"variant_id": 999}]})
+    assert response.status_code == 400
+    assert "999" in response.json()["detail"]
+    bad_price = await http.post("/store/orders", json={"line_items": [{"variant_id": 2001, "price": "abc"}]})
+    assert bad_price.status_code == 400
+    assert "price" in bad_price.json()["detail"]
+    assert receiver.requests == []
+    assert (await http.get("/store/orders")).json() == []

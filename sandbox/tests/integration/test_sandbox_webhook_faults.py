@@ -110,7 +110,7 @@ async def test_a_reordered_webhook_arrives_after_the_next_one_of_its_topic(
     assert (held["delivered"], held["held"], held["fault"]) == (False, True, "reorder")
     product = {"title": "Tee", "variants": [{"id": 1, "title": "S", "inventory_item_id": 3001}]}
     await http.put("/store/products/1", json=product)  # another topic does not release it
-    assert [r.headers["x-shopify-topic"] for r in receiver.requests] == ["products/update"]
+    assert [r.headers["x-shopify-topic"] for r in receiver.requests] == ["products/create"]
 
     await set_level(http, 2)
 

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     # A retry moved back to pending whose publish was lost is published by the sender's scheduler once
     # untouched this long; replays go at once; never-published frozen jobs are the dispatcher's (ADR 10).
     republish_grace_seconds: float = Field(default=30.0, ge=0)
+    # Dispatcher waves: how often the dispatcher looks for waves that are due (next_wave_at passed).
+    wave_tick_seconds: float = Field(default=5.0, gt=0)
 
     # The sandbox (development and tests only): where its Shopify store delivers webhooks and forwards
     # App Proxy requests, and the shop it plays. Its own ports come from RESTOCK_SMTP_PORT and the port of
@@ -77,6 +79,43 @@ class Settings(BaseSettings):
     sandbox_shop_domain: str = "demo-shop.myshopify.com"
     # Where the sandbox's Twilio delivers a shopper's inbound SMS (STOP, YES), signed as Twilio signs it.
     sandbox_twilio_inbound_url: str = "http://127.0.0.1:8000/twilio/inbound"
+    # Sandbox peers (ADR 0011): the access token the sandbox's GraphQL Admin API accepts for its shop (the
+    # demo shop is registered with it), and how long a sandbox bulk operation runs before it completes.
+    sandbox_shopify_access_token: str = "demo-token"  # noqa: S105 - a development peer's well-known token
+    sandbox_bulk_seconds: float = Field(default=0.5, ge=0)
+
+    # Signup (admin-api, ADR 17): abuse limits of the storefront signup (fixed windows in Redis; 429 with
+    # Retry-After past them), the confirmation link's lifetime, the retention job's period, and how many
+    # proxies append to X-Forwarded-For in front of us (Shopify's App Proxy is 1; add one per own ingress).
+    signup_ip_limit: int = Field(default=30, ge=1)
+    signup_ip_window_seconds: int = Field(default=600, ge=1)
+    signup_contact_limit: int = Field(default=5, ge=1)
+    signup_contact_window_seconds: int = Field(default=3_600, ge=1)
+    confirm_link_max_age_seconds: int = Field(default=172_800, ge=60)
+    retention_interval_seconds: float = Field(default=3_600.0, gt=0)
+    forwarded_for_trusted_hops: int = Field(default=1, ge=0, le=8)
+
+    # Delivery limits (sender, ADR 16). Per second, None: unlimited. Per mailbox provider the defaults of
+    # restock_sender.limiter.DEFAULT_DOMAIN_LIMITS apply; this JSON mapping overrides or adds domains (null
+    # removes one); other domains get email_domain_default_per_second. Twilio sender number MPS: long code
+    # 1, toll-free 3, short code 100. A send whose limits free within limit_reservation_seconds reserves and
+    # sleeps (holding no slot); one whose limit's backlog in this process is within limit_queue_seconds
+    # waits in that limit's in-memory line; a later one is deferred to PostgreSQL, republished when due.
+    email_global_per_second: float | None = Field(default=None, gt=0)
+    sms_global_per_second: float | None = Field(default=None, gt=0)
+    email_domain_limits: dict[str, float | None] = Field(default_factory=dict)
+    email_domain_default_per_second: float | None = Field(default=None, gt=0)
+    twilio_sender_mps: float = Field(default=1.0, gt=0)
+    limit_reservation_seconds: float = Field(default=0.05, ge=0, le=1)
+    limit_queue_seconds: float = Field(default=2.0, ge=0, le=60)
+    # A channel paused by a configuration error (SMTP 535, Twilio 20003) probes its provider this often
+    # and resumes when the probe passes; an operator resumes it by updating its channel_pauses row.
+    channel_probe_seconds: float = Field(default=30.0, gt=0)
+
+    # Detector: the reconciliation sync. How often its loop looks for due shops (a requested sync starts
+    # within this), and the catalogue size (items) from which a shop is read by a bulk operation.
+    sync_poll_seconds: float = Field(default=2.0, gt=0)
+    sync_bulk_threshold: int = Field(default=10_000, ge=1)
 
     # Named kill points for the fault suite; unset in production. See restock_common.faults.
     fault_point: str | None = None

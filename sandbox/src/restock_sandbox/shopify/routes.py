@@ -1,4 +1,4 @@
-"""``/store``: drive the sandbox shop (products, inventory levels) and see the webhooks it sent; the
+"""``/store``: drive the sandbox shop (products, inventory levels, orders) and see the webhooks it sent; the
 storefront's App Proxy (``/store/apps/proxy/<path>``); and ``/store/webhook-faults``, the webhook fault
 table (see ``restock_sandbox.shopify.faults``)."""
 
@@ -15,7 +15,7 @@ from litestar.params import FromPath, JSONBody
 
 from restock_sandbox.shopify.faults import Mode, WebhookFault
 from restock_sandbox.shopify.proxy import ProxyForwarder
-from restock_sandbox.shopify.store import LevelIn, ProductIn, Store
+from restock_sandbox.shopify.store import LevelIn, OrderIn, ProductIn, Store
 from restock_sandbox.shopify.webhooks import Delivery, WebhookDeliverer, build_webhook
 
 Clock = Callable[[], datetime]
@@ -49,8 +49,9 @@ class StoreController(Controller):
     async def put_product(
         self, product_id: FromPath[int], data: JSONBody[ProductIn], shop: NamedDependency[Shop]
     ) -> dict[str, Any]:
+        topic = "products/update" if product_id in shop.store.products else "products/create"
         payload = shop.store.put_product(product_id, data)
-        return _outcome(await shop.notify("products/update", payload), "product", payload)
+        return _outcome(await shop.notify(topic, payload), "product", payload)
 
     @get("/products")
     async def list_products(self, shop: NamedDependency[Shop]) -> list[dict[str, Any]]:
@@ -60,6 +61,18 @@ class StoreController(Controller):
     async def set_level(self, data: JSONBody[LevelIn], shop: NamedDependency[Shop]) -> dict[str, Any]:
         payload = shop.store.set_level(data)
         return _outcome(await shop.notify("inventory_levels/update", payload), "inventory_level", payload)
+
+    @post("/orders", status_code=200)
+    async def create_order(self, data: JSONBody[OrderIn], shop: NamedDependency[Shop]) -> Response[Any]:
+        try:
+            payload = shop.store.create_order(data)
+        except ValueError as bad:
+            return Response({"detail": str(bad)}, status_code=400)
+        return Response(_outcome(await shop.notify("orders/create", payload), "order", payload))
+
+    @get("/orders")
+    async def list_orders(self, shop: NamedDependency[Shop]) -> list[dict[str, Any]]:
+        return shop.store.orders
 
     @get("/webhooks")
     async def webhooks(self, shop: NamedDependency[Shop]) -> list[Delivery]:

@@ -7,6 +7,8 @@ Rules:
   even two changes in one second (the later one is pushed a second on), because receivers use it to
   ignore stale and reordered webhooks.
 - A variant's ``inventory_quantity`` is the sum of its item's levels over every location.
+- Orders (``orders/create``) have increasing ids; a line item names a variant of the store (its product is
+  looked up); the customer is one per email or phone, with a stable id; prices are decimal strings.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -48,6 +51,39 @@ class LevelIn(msgspec.Struct, frozen=True, kw_only=True):
     inventory_item_id: int
     location_id: int
     available: int
+
+
+class LineItemIn(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of ``POST /store/orders``."""
+
+    variant_id: int
+    quantity: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1
+    price: str | int | float = "0.00"
+
+
+class OrderIn(msgspec.Struct, frozen=True, kw_only=True):
+    """``POST /store/orders``: what a checkout would create."""
+
+    line_items: Annotated[list[LineItemIn], msgspec.Meta(min_length=1, max_length=250)]
+    email: str | None = None
+    phone: str | None = None
+    currency: Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")] = "USD"
+
+
+FIRST_ORDER_ID = 5_000_000_001
+FIRST_LINE_ITEM_ID = 6_000_000_001
+FIRST_CUSTOMER_ID = 7_000_000_001
+
+
+def money(value: str | int | float) -> Decimal:
+    """A price as Shopify's two-decimal amount; ValueError when it is not one."""
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation as bad:
+        raise ValueError(f"not a price: {value!r}") from bad
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"not a price: {value!r}")
+    return amount.quantize(Decimal("0.01"))
 
 
 @dataclass
@@ -84,17 +120,26 @@ class Store:
     clock: Callable[[], datetime]
     products: dict[int, Product] = field(default_factory=dict)
     levels: dict[tuple[int, int], Level] = field(default_factory=dict)
+    # Lookups the Admin API makes per request, kept so a 100,000-variant catalogue stays fast: levels by
+    # item (kept by set_level) and variants by id / by inventory item (rebuilt after a product changes).
+    item_levels: dict[int, dict[int, Level]] = field(default_factory=dict)
+    _variant_index: dict[int, tuple[Product, VariantIn]] | None = None
+    _item_index: dict[int, tuple[Product, VariantIn]] | None = None
+    orders: list[dict[str, Any]] = field(default_factory=list)
+    customers: dict[str, int] = field(default_factory=dict)  # email or phone -> customer id
+    line_item_count: int = 0
 
     def _after(self, previous: datetime | None) -> datetime:
         now = self.clock().replace(microsecond=0)
         return now if previous is None or now > previous else previous + ONE_SECOND
 
     def put_product(self, product_id: int, form: ProductIn) -> dict[str, Any]:
-        """Create or replace a product; its ``products/update`` payload."""
+        """Create or replace a product; its ``products/create`` or ``products/update`` payload."""
         existing = self.products.get(product_id)
         updated_at = self._after(existing.updated_at if existing else None)
         created_at = existing.created_at if existing else updated_at
         self.products[product_id] = Product(product_id, form, created_at, updated_at)
+        self._variant_index = self._item_index = None
         return self.product_payload(self.products[product_id])
 
     def set_level(self, form: LevelIn) -> dict[str, Any]:
@@ -103,14 +148,112 @@ class Store:
         existing = self.levels.get(key)
         level = Level(*key, form.available, self._after(existing.updated_at if existing else None))
         self.levels[key] = level
+        self.item_levels.setdefault(form.inventory_item_id, {})[form.location_id] = level
         return level_payload(level)
+
+    def create_order(self, form: OrderIn) -> dict[str, Any]:
+        """Record an order; its ``orders/create`` payload. ValueError for an unknown variant or bad price."""
+        variants = {v.id: (p, v) for p in self.products.values() for v in p.form.variants}
+        lines = []
+        for line in form.line_items:
+            if line.variant_id not in variants:
+                raise ValueError(f"unknown variant {line.variant_id}")
+            lines.append((line, *variants[line.variant_id], money(line.price)))
+        number = len(self.orders) + 1
+        order_id = FIRST_ORDER_ID + number - 1
+        stamp = shopify_time(self.clock().replace(microsecond=0))
+        total = sum((price * line.quantity for line, _, _, price in lines), Decimal("0.00"))
+        payload = {
+            "id": order_id,
+            "admin_graphql_api_id": f"gid://shopify/Order/{order_id}",
+            "name": f"#{1000 + number}",
+            "order_number": 1000 + number,
+            "number": number,
+            "email": form.email,
+            "contact_email": form.email,
+            "phone": form.phone,
+            "currency": form.currency,
+            "presentment_currency": form.currency,
+            "created_at": stamp,
+            "updated_at": stamp,
+            "processed_at": stamp,
+            "financial_status": "paid",
+            "fulfillment_status": None,
+            "confirmed": True,
+            "test": False,
+            "source_name": "web",
+            "subtotal_price": f"{total:.2f}",
+            "total_line_items_price": f"{total:.2f}",
+            "total_tax": "0.00",
+            "total_discounts": "0.00",
+            "total_price": f"{total:.2f}",
+            "line_items": [self._line_item(*entry) for entry in lines],
+            "customer": self._customer(form.email, form.phone, stamp),
+        }
+        self.orders.append(payload)
+        return payload
+
+    def _line_item(
+        self, line: LineItemIn, product: Product, variant: VariantIn, price: Decimal
+    ) -> dict[str, Any]:
+        self.line_item_count += 1
+        item_id = FIRST_LINE_ITEM_ID + self.line_item_count - 1
+        return {
+            "id": item_id,
+            "admin_graphql_api_id": f"gid://shopify/LineItem/{item_id}",
+            "variant_id": variant.id,
+            "product_id": product.id,
+            "quantity": line.quantity,
+            "price": f"{price:.2f}",
+            "title": product.form.title,
+            "variant_title": variant.title,
+            "name": f"{product.form.title} - {variant.title}",
+            "sku": variant.sku,
+            "fulfillable_quantity": line.quantity,
+            "fulfillment_status": None,
+            "requires_shipping": True,
+            "taxable": True,
+            "gift_card": False,
+        }
+
+    def _customer(self, email: str | None, phone: str | None, stamp: str) -> dict[str, Any] | None:
+        contact = (email or "").strip().lower() or (phone or "").strip()
+        if not contact:
+            return None
+        customer_id = self.customers.setdefault(contact, FIRST_CUSTOMER_ID + len(self.customers))
+        return {
+            "id": customer_id,
+            "admin_graphql_api_id": f"gid://shopify/Customer/{customer_id}",
+            "email": email,
+            "phone": phone,
+            "created_at": stamp,
+            "updated_at": stamp,
+            "first_name": None,
+            "last_name": None,
+            "state": "disabled",
+            "verified_email": True,
+            "currency": None,
+        }
 
     def quantity(self, inventory_item_id: int) -> int:
         """An item's stock over every location."""
-        return sum(lvl.available for (item, _), lvl in self.levels.items() if item == inventory_item_id)
+        return sum(lvl.available for lvl in self.item_levels.get(inventory_item_id, {}).values())
+
+    def variants(self) -> dict[int, tuple[Product, VariantIn]]:
+        """Every variant by id, with its product, in id order."""
+        if self._variant_index is None:
+            pairs = sorted((v.id, (p, v)) for p in self.products.values() for v in p.form.variants)
+            self._variant_index = dict(pairs)
+        return self._variant_index
+
+    def variant_of_item(self, inventory_item_id: int) -> tuple[Product, VariantIn] | None:
+        """The variant an inventory item belongs to, with its product."""
+        if self._item_index is None:
+            self._item_index = {v.inventory_item_id: (p, v) for p, v in self.variants().values()}
+        return self._item_index.get(inventory_item_id)
 
     def product_payload(self, product: Product) -> dict[str, Any]:
-        """A product in Shopify's ``products/update`` shape."""
+        """A product in Shopify's ``products/create`` / ``products/update`` shape."""
         stamp = shopify_time(product.updated_at)
         variants = [
             self._variant_payload(product, v, position) for position, v in enumerate(product.form.variants, 1)

@@ -7,11 +7,18 @@ takes its default, so adding a rule never needs a data migration.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from restock_common.keys import DEFAULT_WINDOW_SECONDS
+
+
+class SendWindowRule(msgspec.Struct, frozen=True, kw_only=True):
+    """A channel's send window in a shop's rules: local ``HH:MM`` start (inclusive) and end (exclusive)."""
+
+    start: str
+    end: str
 
 
 class Rules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
@@ -31,6 +38,21 @@ class Rules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Fal
     retry_cap_seconds: float = 3_600.0
     email_per_second: float | None = None
     sms_per_second: float | None = None
+    # Dispatch (inventory-aware waves and fulfilment; see restock_dispatcher.waves and docs/adr/0013)
+    waves_enabled: bool = False  # off: every target is notified at once
+    shoppers_per_unit: int = 3  # wave size = units available x this
+    wave_interval_seconds: int = 1_800  # between the start of one wave and the next
+    max_notifications: int = 2  # a subscription notified this many times is fulfilled
+    # Signup (admin-api, ADR 17): which channels need double opt-in, how long a pending (unconfirmed)
+    # subscription lives, and how many days personal data is kept after a subscription ended.
+    double_opt_in: Literal["off", "email", "email+sms"] = "off"
+    unconfirmed_ttl_hours: int = 48
+    retention_days: int = 90
+    # Delivery limits (sender, ADR 16): local send hours per channel, {"sms": {"start": "09:00", "end":
+    # "20:00"}} in the shopper's time zone (restock_sender.windows); a malformed window is ignored.
+    send_windows: dict[str, SendWindowRule] = msgspec.field(default_factory=dict)
+    # Delivery: SMS (sender, ADR 15): appended to every SMS alert unless its template already says it.
+    sms_opt_out_text: str = "Reply STOP to opt out."
 
 
 DEFAULT_RULES = Rules()

@@ -1,4 +1,5 @@
-"""The command line: ``python -m restock_admin [serve]``, ``shops add|remove ...``, ``jobs replay ...``.
+"""The command line: ``python -m restock_admin [serve]``, ``shops add|remove ...``, ``jobs replay ...``,
+``retention run``, ``privacy export ...``.
 
 Subcommands so more can be added (``shops list`` ...). Invalid arguments exit with
 code 2 and a one-line reason, argparse's convention.
@@ -56,10 +57,27 @@ def _add_jobs(commands: Any) -> None:
     replay.add_argument("--reason", default="", help="why, for the audit log")
 
 
+def _add_privacy(commands: Any) -> None:
+    retention = commands.add_parser("retention", help="the personal data retention job")
+    retention_commands = retention.add_subparsers(dest="retention_command", required=True, metavar="{run}")
+    retention_commands.add_parser("run", help="one retention pass over every shop now; prints JSON counts")
+    privacy = commands.add_parser("privacy", help="privacy requests")
+    privacy_commands = privacy.add_subparsers(dest="privacy_command", required=True, metavar="{export}")
+    export = privacy_commands.add_parser(
+        "export", help="one contact's data at one shop as JSON (customers/data_request); audited"
+    )
+    export.add_argument("--shop", type=_checked(shop_domain), required=True, help="<shop>.myshopify.com")
+    contact = export.add_mutually_exclusive_group(required=True)
+    contact.add_argument("--email", help="the contact's email address")
+    contact.add_argument("--phone", help="the contact's phone number (E.164, or national with --country)")
+    export.add_argument("--country", default=None, help="ISO country code to read a national --phone in")
+    export.add_argument("--actor", type=_actor, default="cli", help="who asks, for the audit log")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command."""
     parser = argparse.ArgumentParser(prog="python -m restock_admin", description="Restock admin-api.")
-    commands = parser.add_subparsers(dest="command", metavar="{serve,shops,jobs}")
+    commands = parser.add_subparsers(dest="command", metavar="{serve,shops,jobs,retention,privacy}")
     commands.add_parser("serve", help="serve the HTTP API (the default)")
     shops = commands.add_parser("shops", help="manage shops (tenants)")
     shop_commands = shops.add_subparsers(dest="shops_command", required=True, metavar="{add,remove}")
@@ -76,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("--yes", action="store_true", required=True, help="confirm the deletion")
     remove.add_argument("--actor", default="cli", help="who does it, for the audit log")
     _add_jobs(commands)
+    _add_privacy(commands)
     return parser
 
 

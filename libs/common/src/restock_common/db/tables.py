@@ -77,8 +77,9 @@ class ConsentEvent(Table, tablename="consent_events"):
     id = BigSerial(primary_key=True)
     tenant = ForeignKey(references=Tenant, index=True)
     subscription = ForeignKey(references=Subscription, index=True)
-    kind = Varchar(length=24)  # subscribed | confirmed | unsubscribed | resubscribed | redacted
-    # storefront | email-link | list-unsubscribe | sms-keyword | admin | retention
+    # subscribed | confirmed | unsubscribed | resubscribed | redacted | expired | confirmation-sent
+    kind = Varchar(length=24)
+    # storefront | email-link | list-unsubscribe | sms-keyword | admin | retention | provider | sender
     source = Varchar(length=24)
     consent_text_version = Varchar(length=32, null=True, default=None)
     ip_hash = Varchar(length=64, null=True, default=None)

@@ -1,6 +1,8 @@
 """``/proxy``: what Shopify's App Proxy forwards from the storefront (``/apps/restock/...`` on the shop).
 
-Every route is guarded by the App Proxy signature and its timestamp; bodies are capped at 64 KiB.
+Every route is guarded by the App Proxy signature and its timestamp; bodies are capped at 64 KiB (413).
+Refusals: 400 malformed form, bad email or phone; 401 signature; 404 unknown shop; 409 another
+confirmation pending for the contact; 422 missing consent or unknown variant; 429 with Retry-After.
 """
 
 from __future__ import annotations
@@ -12,18 +14,44 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, Router, post
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency, Provide
-from litestar.exceptions import NotAuthorizedException, NotFoundException, ValidationException
+from litestar.exceptions import (
+    ClientException,
+    HTTPException,
+    NotAuthorizedException,
+    NotFoundException,
+    TooManyRequestsException,
+    ValidationException,
+)
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import JSONBody, QueryParameter
 
 from restock_admin.storefront.proxy_auth import ProxyVerdict, check_proxy_request
-from restock_admin.storefront.schemas import SubscribeRequest, SubscriptionOut
-from restock_admin.storefront.services import SignupService, UnknownShop
-from restock_admin.storefront.signup import SignupRejected
+from restock_admin.storefront.schemas import SubscribeRequest, SubscriptionOut, ViewBeacon
+from restock_admin.storefront.services import (
+    PendingConfirmation,
+    RateLimited,
+    SignupService,
+    UnknownShop,
+    UnknownVariant,
+    ViewService,
+)
+from restock_admin.storefront.signup import ConsentMissing, SignupRejected, client_ip
 
 MAX_BODY_BYTES = 64 * 1024
 
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
+
+
+class UnprocessableException(ClientException):
+    """422: a well-formed form that cannot be accepted (no consent, unknown variant)."""
+
+    status_code = 422
+
+
+class ConflictException(ClientException):
+    """409: the request conflicts with the contact's current state."""
+
+    status_code = 409
 
 
 def app_proxy_guard(secret: str, clock: Callable[[], datetime]) -> Guard:
@@ -37,15 +65,25 @@ def app_proxy_guard(secret: str, clock: Callable[[], datetime]) -> Guard:
     return guard
 
 
-def client_ip(request: Request[Any, Any, Any]) -> str | None:
-    """The shopper's IP: Shopify's proxy puts it first in X-Forwarded-For; else the peer's address."""
-    forwarded = request.headers.get("x-forwarded-for", "")
-    first = forwarded.split(",")[0].strip()
-    return first or (request.client.host if request.client else None)
+def _refusal(error: Exception) -> HTTPException:
+    """The HTTP answer to a refused signup."""
+    if isinstance(error, RateLimited):
+        return TooManyRequestsException(detail=str(error), headers={"Retry-After": str(error.retry_after)})
+    if isinstance(error, UnknownShop):
+        return NotFoundException(detail="unknown shop")
+    if isinstance(error, UnknownVariant):
+        return UnprocessableException(detail="unknown variant: not in this shop's catalogue")
+    if isinstance(error, ConsentMissing):
+        return UnprocessableException(detail=str(error))
+    if isinstance(error, PendingConfirmation):
+        return ConflictException(
+            detail="a confirmation is already waiting for this contact at this shop: confirm it first"
+        )
+    return ValidationException(detail=str(error))
 
 
 class StorefrontController(Controller):
-    """The "Notify me" form."""
+    """The "Notify me" form and the product view beacon."""
 
     path = "/"
 
@@ -55,14 +93,15 @@ class StorefrontController(Controller):
         request: Request[Any, Any, Any],
         data: JSONBody[SubscribeRequest],
         signups: NamedDependency[SignupService],
+        trusted_hops: NamedDependency[int],
         shop: Annotated[str, QueryParameter(max_length=255)],
     ) -> Response[SubscriptionOut]:
+        peer = request.client.host if request.client else None
+        ip = client_ip(request.headers.get("x-forwarded-for", ""), peer, trusted_hops)
         try:
-            result = await signups.subscribe(shop, data, client_ip(request))
-        except UnknownShop:
-            raise NotFoundException(detail="unknown shop") from None
-        except SignupRejected as rejected:
-            raise ValidationException(detail=str(rejected)) from None
+            result = await signups.subscribe(shop, data, ip)
+        except (RateLimited, UnknownShop, UnknownVariant, SignupRejected, PendingConfirmation) as refused:
+            raise _refusal(refused) from None
         stored = result.subscription
         body = SubscriptionOut(
             id=stored.id,
@@ -73,13 +112,31 @@ class StorefrontController(Controller):
         )
         return Response(body, status_code=201 if result.created else 200)
 
+    @post("/views", status_code=204)
+    async def view(
+        self,
+        data: JSONBody[ViewBeacon],
+        views: NamedDependency[ViewService],
+        shop: Annotated[str, QueryParameter(max_length=255)],
+    ) -> None:
+        try:
+            await views.count(shop, data.variant_id)
+        except UnknownShop:
+            raise NotFoundException(detail="unknown shop") from None
 
-def storefront_router(signups: SignupService, secret: str, clock: Callable[[], datetime]) -> Router:
-    """The ``/proxy`` routes, wired to a signup service."""
+
+def storefront_router(
+    signups: SignupService, views: ViewService, secret: str, clock: Callable[[], datetime], trusted_hops: int
+) -> Router:
+    """The ``/proxy`` routes, wired to their services."""
     return Router(
         path="/proxy",
         route_handlers=[StorefrontController],
         guards=[app_proxy_guard(secret, clock)],
-        dependencies={"signups": Provide(lambda: signups, sync_to_thread=False, use_cache=True)},
+        dependencies={
+            "signups": Provide(lambda: signups, sync_to_thread=False, use_cache=True),
+            "views": Provide(lambda: views, sync_to_thread=False, use_cache=True),
+            "trusted_hops": Provide(lambda: trusted_hops, sync_to_thread=False, use_cache=True),
+        },
         request_max_body_size=MAX_BODY_BYTES,
     )

@@ -16,8 +16,15 @@ class SubscribeRequest(msgspec.Struct, frozen=True, kw_only=True):
     """A "Notify me" form. Unknown fields are ignored so an older widget and a newer API get along."""
 
     variant_id: PositiveId
-    email: Annotated[str, msgspec.Meta(min_length=3, max_length=320)]
     channel: Channel = "email"
+    email: Annotated[str, msgspec.Meta(min_length=3, max_length=320)] | None = None
+    phone: Annotated[str, msgspec.Meta(min_length=3, max_length=32)] | None = None
+    # The storefront's country (ISO 3166-1 alpha-2, Liquid's ``localization.country.iso_code``): the region a
+    # phone number written without its +country code is read in. Without it, only +E.164 numbers parse.
+    country: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z]{2}$")] | None = None
+    # The shopper ticked the consent box. Required (true) for SMS; for email the submitted form is the
+    # request itself, but an explicit ``false`` is still a refusal.
+    consent: bool | None = None
     product_id: PositiveId | None = None
     locale: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$", max_length=16)] = (
         "en"
@@ -28,10 +35,17 @@ class SubscribeRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SubscriptionOut(msgspec.Struct, frozen=True, kw_only=True):
-    """A subscription as the storefront sees it (no contact details)."""
+    """A subscription as the storefront sees it (no contact details). ``state`` ``pending`` means: a
+    confirmation is on its way (check your inbox / reply YES)."""
 
     id: int
     variant_id: int
     channel: str
     state: str
     subscribed_at: datetime
+
+
+class ViewBeacon(msgspec.Struct, frozen=True, kw_only=True):
+    """A product page view, for the signup-rate KPI: a variant id and nothing about the viewer."""
+
+    variant_id: PositiveId

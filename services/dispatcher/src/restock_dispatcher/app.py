@@ -1,18 +1,23 @@
-"""The dispatcher's composition root: settings -> engine, broker, Redis -> store, publisher -> handler ->
-consumer, and the publish sweeper.
+"""The dispatcher's composition root: settings -> engine, broker, Redis -> stores, publisher -> handlers ->
+consumers (``restock.detected``; ``stock.changed`` and ``order.created``), the publish sweeper and the wave
+timer.
 
 The only module that names concrete adapters. ``create_app`` builds the Litestar app (health routes, the
-consumer and the sweeper started and stopped in the lifespan) so tests run exactly what production runs.
+consumers and the background tasks started and stopped in the lifespan) so tests run exactly what
+production runs.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from litestar import Litestar
+from piccolo.engine.postgres import PostgresEngine
 
 from restock_common import topology
 from restock_common.broker import Broker
@@ -23,13 +28,18 @@ from restock_common.service import Connections, health_routes, run
 from restock_common.settings import Settings
 from restock_dispatcher.fast_dedup import RedisFastDedup
 from restock_dispatcher.freeze import PiccoloTargetStore
-from restock_dispatcher.handler import RestockHandler
+from restock_dispatcher.handler import RestockHandler, VariantPublisher
+from restock_dispatcher.inventory import OrderCreatedHandler, StockChangedHandler, consume_inventory
 from restock_dispatcher.publisher import BrokerBatchPublisher
 from restock_dispatcher.sweeper import PublishSweeper
+from restock_dispatcher.wave_store import PiccoloWaveStore
+from restock_dispatcher.wave_timer import WaveTimer
 
 SERVICE = "dispatcher"
 # Redis is only a fast path: a dead one must cost a freeze a second, not stall it.
 REDIS_TIMEOUT_SECONDS = 1.0
+# Stock changes of one variant are applied in the order the detector published them (one at a time).
+INVENTORY_PREFETCH = 1
 
 
 async def declare_job_queues(broker: Broker, settings: Settings) -> None:
@@ -37,6 +47,59 @@ async def declare_job_queues(broker: Broker, settings: Settings) -> None:
     (published with ``mandatory``, an unroutable batch would otherwise fail the event)."""
     for channel in CHANNELS:
         await broker.declare_queue(topology.sender_queue(channel, settings.delivery_limit))
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The dispatcher's handlers and background loops, wired to the real adapters."""
+
+    restock: RestockHandler
+    stock: StockChangedHandler
+    orders: OrderCreatedHandler
+    sweeper: PublishSweeper
+    timer: WaveTimer
+
+
+def build_parts(
+    settings: Settings,
+    engine: PostgresEngine,
+    broker: Broker,
+    redis_client: aioredis.Redis,
+    faults: FaultPoints,
+) -> Parts:
+    waves = PiccoloWaveStore(engine)
+    store = PiccoloTargetStore(
+        engine, RedisFastDedup(redis_client), settings.freeze_page_size, wave_store=waves
+    )
+    publisher = BrokerBatchPublisher(broker)
+    variant_publisher = VariantPublisher(store, publisher, settings.job_batch_size)
+    return Parts(
+        restock=RestockHandler(store, publisher, faults, settings.job_batch_size),
+        stock=StockChangedHandler(waves, variant_publisher),
+        orders=OrderCreatedHandler(store),
+        sweeper=PublishSweeper(
+            store,
+            publisher,
+            after_seconds=settings.publish_sweep_after_seconds,
+            interval_seconds=settings.publish_sweep_interval_seconds,
+            batch_size=settings.job_batch_size,
+        ),
+        timer=WaveTimer(waves, variant_publisher, faults, tick_seconds=settings.wave_tick_seconds),
+    )
+
+
+def run_in_background(
+    stack: AsyncExitStack, loops: dict[str, Callable[[asyncio.Event], Coroutine[Any, Any, None]]]
+) -> None:
+    """Start each ``loop(stop)`` as a task; on exit set ``stop`` and wait (a pass in progress ends)."""
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(loop(stop), name=name) for name, loop in loops.items()]
+
+    async def stop_all() -> None:
+        stop.set()
+        await asyncio.gather(*tasks)
+
+    stack.push_async_callback(stop_all)
 
 
 def create_app(settings: Settings, *, faults: FaultPoints | None = None) -> Litestar:
@@ -59,33 +122,21 @@ def create_app(settings: Settings, *, faults: FaultPoints | None = None) -> Lite
             stack.push_async_callback(broker.close)
             runtime.engine, runtime.broker = engine, broker
             await declare_job_queues(broker, settings)
-            store = PiccoloTargetStore(engine, RedisFastDedup(redis_client), settings.freeze_page_size)
-            publisher = BrokerBatchPublisher(broker)
-            handler = RestockHandler(store, publisher, faults, settings.job_batch_size)
-            sweeper = PublishSweeper(
-                store,
-                publisher,
-                after_seconds=settings.publish_sweep_after_seconds,
-                interval_seconds=settings.publish_sweep_interval_seconds,
-                batch_size=settings.job_batch_size,
-            )
-            stop_sweeping = asyncio.Event()
-            sweeping = asyncio.create_task(sweeper.run(stop_sweeping), name="publish-sweeper")
-
-            async def stop_sweeper() -> None:
-                stop_sweeping.set()
-                await sweeping
-
-            stack.push_async_callback(stop_sweeper)
-            consumer = await broker.consume(
+            parts = build_parts(settings, engine, broker, redis_client, faults)
+            run_in_background(stack, {"publish-sweeper": parts.sweeper.run, "wave-timer": parts.timer.run})
+            restocks = await broker.consume(
                 topology.dispatcher_queue(settings.delivery_limit),
                 RestockDetected,
-                handler,
+                parts.restock,
                 prefetch=settings.amqp_prefetch,
             )
-            # Last in, first out: stop consuming (in-flight events finish), then the sweeper (its batch in
-            # progress finishes), before the broker, the pool and Redis close.
-            stack.push_async_callback(consumer.stop)
+            inventory = await consume_inventory(
+                broker, settings.delivery_limit, INVENTORY_PREFETCH, parts.stock, parts.orders
+            )
+            # Last in, first out: stop consuming (in-flight events finish), then the background loops (their
+            # pass in progress finishes), before the broker, the pool and Redis close.
+            stack.push_async_callback(restocks.stop)
+            stack.push_async_callback(inventory.stop)
             yield
 
     async def redis_ready() -> object:

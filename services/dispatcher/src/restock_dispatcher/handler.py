@@ -1,28 +1,102 @@
-"""One ``RestockDetected``: freeze its targets, then publish its pending jobs in FIFO batches per channel.
+"""One ``RestockDetected``: freeze its targets, then publish the variant's unpublished jobs in FIFO batches
+per channel.
 
 The freeze commits before anything is published, so a crash between the two loses nothing: the
 redelivered event freezes nothing new (a frozen event is never frozen again) and publishes every job still
-pending, and should the event never come back the publish sweeper (``sweeper``) publishes its jobs. A job
-published twice is harmless because the sender's claim is a compare-and-set. The message is acked only
-after every batch was confirmed by the broker.
+unpublished, and should the event never come back the publish sweeper (``sweeper``) publishes its jobs.
+Each batch is published with its rows locked and marked enqueued in the same transaction, so the handler,
+the wave timer and the sweeper never publish one job twice (a commit lost after the confirm aside, which
+the sender's compare-and-set claim makes harmless). The message is acked only after every batch was
+confirmed by the broker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from restock_common.broker import Outcome
 from restock_common.faults import FaultPoints
 from restock_common.messages import CHANNELS, Channel, JobBatch, RestockDetected
 from restock_common.telemetry import current_traceparent
-from restock_dispatcher.ports import BatchPublisher, Cursor, EventMissing, TargetStore
+from restock_dispatcher.ports import BatchPublisher, Cursor, EventMissing, Publish, TargetStore
 
 log = logging.getLogger(__name__)
+
+FAULT_AFTER_COMMIT = "after_commit_before_publish"
+# Batches locked, published and marked per transaction: their confirms overlap, and the database sees one
+# lock and one update per page instead of per batch (bench/dispatch.py).
+BATCHES_PER_PAGE = 50
 
 
 async def publish_batch(publisher: BatchPublisher, channel: Channel, job_ids: list[int], origin: str) -> None:
     """Publish one batch of job ids; its message id (``origin:channel:first id``) is stable per batch."""
     await publisher.publish(JobBatch(channel=channel, job_ids=job_ids), f"{origin}:{channel}:{job_ids[0]}")
+
+
+class VariantPublisher:
+    """Publishes the pending jobs that have no message yet of a variant's restock window (the events whose
+    jobs form its line), per event and channel, FIFO, in batches."""
+
+    def __init__(
+        self,
+        store: TargetStore,
+        publisher: BatchPublisher,
+        batch_size: int,
+        channels: tuple[Channel, ...] = CHANNELS,
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.batch_size = batch_size
+        self.channels = channels
+
+    async def publish(self, tenant_id: int, variant_id: int, window: int, origin: str) -> int:
+        """Every unpublished job of the variant's window now; how many were published."""
+        total = 0
+        for event_id in await self.store.window_events(tenant_id, variant_id, window):
+            total += await self._publish_event(tenant_id, variant_id, event_id, origin)
+        return total
+
+    async def _publish_event(self, tenant_id: int, variant_id: int, event_id: int, origin: str) -> int:
+        total = 0
+        for channel in self.channels:
+            published = await self._publish_channel(event_id, channel, origin)
+            if published:
+                log.info(
+                    "jobs published",
+                    extra={
+                        "tenant_id": tenant_id,
+                        "variant_id": variant_id,
+                        "restock_event_id": event_id,
+                        "channel": channel,
+                        "jobs": published,
+                    },
+                )
+            total += published
+        return total
+
+    async def _publish_channel(self, event_id: int, channel: Channel, origin: str) -> int:
+        published = 0
+        after: Cursor | None = None
+        send = self._sender(channel, origin)
+        while True:
+            page = await self.store.publish_unpublished(
+                event_id, channel, after, self.batch_size * BATCHES_PER_PAGE, send
+            )
+            published += len(page.job_ids)
+            if page.next is None:
+                return published
+            after = page.next
+
+    def _sender(self, channel: Channel, origin: str) -> Publish:
+        async def send(job_ids: list[int]) -> None:
+            # Started in FIFO order, so they reach the channel (and the queue) in that order; the confirms
+            # are awaited together.
+            size = self.batch_size
+            batches = [job_ids[start : start + size] for start in range(0, len(job_ids), size)]
+            await asyncio.gather(*(publish_batch(self.publisher, channel, ids, origin) for ids in batches))
+
+        return send
 
 
 class RestockHandler:
@@ -37,10 +111,8 @@ class RestockHandler:
         channels: tuple[Channel, ...] = CHANNELS,
     ) -> None:
         self.store = store
-        self.publisher = publisher
         self.faults = faults
-        self.batch_size = batch_size
-        self.channels = channels
+        self.variant_publisher = VariantPublisher(store, publisher, batch_size, channels)
 
     async def __call__(self, event: RestockDetected) -> Outcome:
         frozen = await self.store.freeze(event.restock_event_id, current_traceparent())
@@ -53,28 +125,10 @@ class RestockHandler:
                 "restock_event_id": frozen.restock_event_id,
                 "jobs_created": frozen.created,
                 "duplicates_suppressed": frozen.suppressed,
+                "wave_released": frozen.released,
             },
         )
-        self.faults.reach("after_commit_before_publish")
-        for channel in self.channels:
-            published = await self._publish_pending(event.restock_event_id, channel)
-            if published:
-                log.info(
-                    "jobs published",
-                    extra={"restock_event_id": event.restock_event_id, "channel": channel, "jobs": published},
-                )
+        self.faults.reach(FAULT_AFTER_COMMIT)
+        origin = f"jobs:{frozen.restock_event_id}"
+        await self.variant_publisher.publish(frozen.tenant_id, frozen.variant_id, frozen.window, origin)
         return Outcome.ACK
-
-    async def _publish_pending(self, restock_event_id: int, channel: Channel) -> int:
-        """Stream the pending jobs page by page (keyset), one confirmed batch per page."""
-        published = 0
-        after: Cursor | None = None
-        while True:
-            page = await self.store.pending_page(restock_event_id, channel, after, self.batch_size)
-            if page.job_ids:
-                await publish_batch(self.publisher, channel, page.job_ids, f"jobs:{restock_event_id}")
-                await self.store.mark_enqueued(page.job_ids)
-                published += len(page.job_ids)
-            if page.next is None:
-                return published
-            after = page.next

@@ -8,16 +8,22 @@ from datetime import datetime
 from typing import Protocol
 
 from restock_common.messages import Channel, JobBatch
+from restock_dispatcher.waves import Decision
 
 
 @dataclass(frozen=True)
 class Frozen:
     """The event's targets are frozen (now or by an earlier delivery, which then counts nothing new):
-    ``created`` pending jobs and ``suppressed`` duplicate-suppressed rows were written by this call."""
+    ``created`` jobs (pending, or waiting with waves of which ``released`` went in the first wave) and
+    ``suppressed`` duplicate-suppressed rows were written by this call."""
 
     restock_event_id: int
+    tenant_id: int
+    variant_id: int
+    window: int
     created: int
     suppressed: int = 0
+    released: int = 0
 
 
 @dataclass(frozen=True)
@@ -43,23 +49,69 @@ class Page:
     next: Cursor | None
 
 
+Publish = Callable[[list[int]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Released:
+    """What one re-plan of a variant's line decided (``released`` jobs are pending, not yet published)."""
+
+    tenant_id: int
+    variant_id: int
+    window: int
+    released: int
+    decision: Decision
+
+
+@dataclass(frozen=True)
+class Fulfilled:
+    """An order's effect: subscriptions newly fulfilled and their waiting jobs taken out of line."""
+
+    subscriptions: int
+    jobs_skipped: int
+
+
 class TargetStore(Protocol):
     """The notification jobs of restock events, in PostgreSQL."""
 
     async def freeze(self, restock_event_id: int, traceparent: str | None) -> Frozen | EventMissing:
         """Give every live confirmed subscription of the event's variant one row, in one transaction: a
-        pending job, or a duplicate-suppressed row naming the job that already holds its notification
-        key; then mark the event frozen. Idempotent: a second call writes nothing."""
+        pending job (a waiting one when the shop uses waves, then the first wave is released), or a
+        duplicate-suppressed row naming the job that already holds its notification key; then mark the
+        event frozen. Idempotent: a second call writes nothing."""
         ...
 
-    async def pending_page(
-        self, restock_event_id: int, channel: Channel, after: Cursor | None, limit: int
+    async def window_events(self, tenant_id: int, variant_id: int, window: int) -> list[int]:
+        """The restock events of the variant in one restock window (their jobs share the window's line)."""
+        ...
+
+    async def publish_unpublished(
+        self, restock_event_id: int, channel: Channel, after: Cursor | None, limit: int, publish: Publish
     ) -> Page:
-        """The next ``limit`` pending jobs of the event on ``channel`` after ``after``, FIFO."""
+        """In one transaction: lock (skipping rows another publisher holds) the next ``limit`` pending,
+        never-published jobs of the event on ``channel`` after ``after``, FIFO; ``publish`` their ids;
+        mark them enqueued. Returns the ids published and where the next page starts."""
         ...
 
-    async def mark_enqueued(self, job_ids: list[int]) -> None:
-        """Record that these jobs are on the broker (the batch was confirmed)."""
+
+class WaveStore(Protocol):
+    """The wave planner's state (``wave_plans``) and the waiting jobs it releases."""
+
+    async def stock_changed(self, tenant_id: int, variant_id: int, available: int) -> Released | None:
+        """Re-plan the variant's line with its new availability; None when it has none (waves off)."""
+        ...
+
+    async def release_due(self, limit: int) -> list[Released]:
+        """Release the waves whose time has come (``next_wave_at`` passed), each line locked once."""
+        ...
+
+
+class FulfilmentStore(Protocol):
+    """Subscriptions that end because the shopper bought the variant."""
+
+    async def fulfil(self, tenant_id: int, variant_ids: list[int], contact_hashes: list[str]) -> Fulfilled:
+        """Mark the matching subscriptions fulfilled and their waiting jobs ``skipped-opted-out``
+        (decision ``fulfilled``), in one transaction. Idempotent."""
         ...
 
 

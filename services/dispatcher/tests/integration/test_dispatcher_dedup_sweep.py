@@ -380,3 +380,33 @@ async def test_handler_publishes_pending_jobs_only(
         )
     [batch] = await email_queue()
     assert batch.job_ids == [row["id"] for row in await rows_of(first)]
+
+
+class FlushingDedup(RedisFastDedup):
+    """The real fast path, with Redis losing everything right after the first page's claims."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        super().__init__(client)
+        self.claims = 0
+
+    async def claim(self, keys: list[str], owner: int, ttl_seconds: int) -> list[bytes | str | None] | None:
+        previous = await super().claim(keys, owner, ttl_seconds)
+        self.claims += 1
+        if self.claims == 1:
+            await self.client.flushdb()
+        return previous
+
+
+async def test_redis_flushed_in_the_middle_of_a_freeze_still_one_real_job_per_target(
+    clean_db: None, engine: object, redis_client: aioredis.Redis
+) -> None:
+    tenant, targets = await seed(targets=7)
+    first = await restock(tenant, T0 + timedelta(days=1))
+    second = await restock(tenant, T0 + timedelta(days=1, minutes=5))
+    await store_with(engine, redis_client).freeze(first.id, None)
+    flushing = FlushingDedup(redis_client)
+    store = PiccoloTargetStore(engine, flushing, page_size=3)  # type: ignore[arg-type]
+    frozen = await store.freeze(second.id, None)
+    assert flushing.claims == 3  # pages of 3, 3 and 1: the flush came between the first and the second
+    assert (frozen.created, frozen.suppressed) == (0, 7)  # type: ignore[union-attr]
+    await assert_one_pending_and_one_suppressed_per_extra_event(first, [second], targets)

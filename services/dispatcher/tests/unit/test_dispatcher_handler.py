@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from restock_common.broker import Outcome
@@ -14,7 +15,8 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 class FakeTargetStore:
-    """Jobs (id, channel, priority_at) of one event; every call is appended to ``calls``."""
+    """Jobs (id, channel, priority_at) of one variant, unpublished until a batch publish returns; every call
+    is appended to ``calls``."""
 
     def __init__(self, jobs: list[tuple[int, str]] | None, calls: list[str]) -> None:
         self.jobs = None if jobs is None else [(i, ch, T0 + timedelta(seconds=i)) for i, ch in jobs]
@@ -25,22 +27,34 @@ class FakeTargetStore:
         self.calls.append("freeze")
         if self.jobs is None:
             return EventMissing(restock_event_id)
-        return Frozen(restock_event_id, len(self.jobs))
+        return Frozen(restock_event_id, 1, 42, 20000, len(self.jobs))
 
-    async def pending_page(
-        self, restock_event_id: int, channel: str, after: Cursor | None, limit: int
+    async def window_events(self, tenant_id: int, variant_id: int, window: int) -> list[int]:
+        self.calls.append(f"window {(tenant_id, variant_id, window)}")
+        return [5]
+
+    async def publish_unpublished(
+        self,
+        restock_event_id: int,
+        channel: str,
+        after: Cursor | None,
+        limit: int,
+        publish: Callable[[list[int]], Awaitable[None]],
     ) -> Page:
         assert self.jobs is not None
+        assert restock_event_id == 5
         rows = [(at, i) for i, ch, at in sorted(self.jobs, key=lambda j: (j[2], j[0])) if ch == channel]
+        rows = [row for row in rows if row[1] not in self.enqueued]
         if after is not None:
             rows = [row for row in rows if row > (after.priority_at, after.job_id)]
         rows = rows[:limit]
+        if not rows:
+            return Page([], None)
+        await publish([i for _, i in rows])
+        self.calls.append(f"enqueued {[i for _, i in rows]}")
+        self.enqueued.extend(i for _, i in rows)
         more = Cursor(*rows[-1]) if len(rows) == limit else None
         return Page([i for _, i in rows], more)
-
-    async def mark_enqueued(self, job_ids: list[int]) -> None:
-        self.calls.append(f"enqueued {job_ids}")
-        self.enqueued.extend(job_ids)
 
 
 class FakePublisher:
@@ -82,12 +96,13 @@ async def test_freezes_then_publishes_fifo_batches_per_channel() -> None:
     assert calls == [
         "freeze",
         "fault after_commit_before_publish",
+        "window (1, 42, 20000)",
+        # One locked page of up to 50 batches: its batches published (confirms awaited together), then
+        # marked enqueued at once.
         "publish email [1, 3]",
-        "enqueued [1, 3]",
         "publish email [4, 5]",
-        "enqueued [4, 5]",
         "publish email [6]",
-        "enqueued [6]",
+        "enqueued [1, 3, 4, 5, 6]",
         "publish sms [2]",
         "enqueued [2]",
     ]
@@ -104,6 +119,18 @@ async def test_no_targets_publishes_nothing_and_acks() -> None:
     calls: list[str] = []
     store, publisher = FakeTargetStore([], calls), FakePublisher(calls)
     assert await RestockHandler(store, publisher, FaultPoints(None), batch_size=10)(EVENT) is Outcome.ACK
+    assert publisher.batches == []
+
+
+async def test_a_redelivered_event_publishes_only_what_is_still_unpublished() -> None:
+    calls: list[str] = []
+    store, publisher = FakeTargetStore([(1, "email"), (2, "email"), (3, "sms")], calls), FakePublisher(calls)
+    handler = RestockHandler(store, publisher, FaultPoints(None), batch_size=10)
+    store.enqueued.append(2)  # its batch was confirmed before the crash
+    assert await handler(EVENT) is Outcome.ACK
+    assert [(batch.channel, batch.job_ids) for batch in publisher.batches] == [("email", [1]), ("sms", [3])]
+    publisher.batches.clear()
+    assert await handler(EVENT) is Outcome.ACK  # delivered once more: everything is on the broker already
     assert publisher.batches == []
 
 

@@ -1,0 +1,230 @@
+"""The real dispatcher process (``python -m restock_dispatcher``) killed with SIGKILL between a commit and
+its publish, then restarted: every target ends with exactly one job and every released job is published
+exactly once (the redelivered event, the wave timer and the publish sweeper all run after the restart)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from restock_common import keys, topology
+from restock_common.broker import Broker
+from restock_common.db.tables import NotificationJob, RestockEvent, Rule, Subscription, Tenant, WavePlan
+from restock_common.messages import JobBatch, RestockDetected, decode
+from restock_common.rules import Rules, encode_rules
+from restock_common.settings import Settings
+from restock_common.signatures import contact_hash
+from restock_dispatcher.app import declare_job_queues
+from restock_dispatcher.handler import FAULT_AFTER_COMMIT
+from restock_dispatcher.wave_timer import FAULT_AFTER_RELEASE
+
+pytestmark = pytest.mark.integration
+
+VARIANT = 7171
+TARGETS = 40
+# Short loops after the restart, so recovery does not wait for production intervals.
+FAST = {
+    "RESTOCK_PUBLISH_SWEEP_AFTER_SECONDS": "1",
+    "RESTOCK_PUBLISH_SWEEP_INTERVAL_SECONDS": "0.2",
+    "RESTOCK_WAVE_TICK_SECONDS": "0.2",
+    "RESTOCK_JOB_BATCH_SIZE": "4",
+}
+
+Drain = Callable[[], Awaitable[list[JobBatch]]]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start(test_env: dict[str, str], log: Path, **extra: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **test_env, **FAST, "RESTOCK_HTTP_PORT": str(free_port()), **extra}
+    return subprocess.Popen(
+        [sys.executable, "-m", "restock_dispatcher"],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+async def exited(process: subprocess.Popen[bytes], timeout: float = 60.0) -> int:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while process.poll() is None:
+        if asyncio.get_running_loop().time() > deadline:
+            process.kill()
+            process.wait()
+            raise AssertionError("the dispatcher did not reach its fault point")
+        await asyncio.sleep(0.1)
+    return process.returncode
+
+
+async def stop(process: subprocess.Popen[bytes]) -> int:
+    process.send_signal(signal.SIGTERM)
+    return await exited(process, 30.0)
+
+
+@pytest.fixture
+async def email_queue(broker: Broker, settings: Settings) -> AsyncIterator[Drain]:
+    await declare_job_queues(broker, settings)
+    await broker.declare_queue(topology.dispatcher_queue(settings.delivery_limit))
+    channel = await broker.connection.channel()
+    queue = await channel.declare_queue(
+        topology.sender_queue("email", settings.delivery_limit).name, passive=True
+    )
+    await queue.purge()
+
+    async def drain() -> list[JobBatch]:
+        batches = []
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            batches.append(decode(message.body, JobBatch))
+        return batches
+
+    yield drain
+    await queue.purge()
+    await channel.close()
+
+
+async def seed(rules: Rules) -> tuple[Tenant, list[int]]:
+    tenant = Tenant(shop_domain="crash-shop.myshopify.com")
+    await tenant.save()
+    await Rule(tenant=tenant.id, body=encode_rules(rules)).save()
+    ids = []
+    for n in range(TARGETS):
+        email = f"crash{n}@example.com"
+        row = Subscription(
+            tenant=tenant.id,
+            variant_id=VARIANT,
+            channel="email",
+            email=email,
+            contact_hash=contact_hash(email),
+            state="confirmed",
+            subscribed_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=n),
+        )
+        await row.save()
+        ids.append(row.id)
+    return tenant, ids
+
+
+async def detected(tenant: Tenant, available: int) -> RestockDetected:
+    now = datetime.now(UTC)
+    event = RestockEvent(
+        tenant=tenant.id,
+        variant_id=VARIANT,
+        available=available,
+        restock_window=keys.restock_window(now),
+        source="webhook",
+        detected_at=now,
+    )
+    await event.save()
+    return RestockDetected(
+        restock_event_id=event.id,
+        tenant_id=tenant.id,
+        shop_domain=tenant.shop_domain,
+        variant_id=VARIANT,
+        available=available,
+        restock_window=event.restock_window,
+        detected_at=now,
+    )
+
+
+async def pending_ids() -> list[int]:
+    rows = await NotificationJob.select(NotificationJob.id).where(NotificationJob.state == "pending")
+    return sorted(row["id"] for row in rows)
+
+
+async def collect_until(drain: Drain, expected: list[int], timeout: float = 30.0) -> Counter[int]:
+    """Drain the email queue until every expected id was published, then a little longer: a duplicate
+    published by a late loop would show up."""
+    seen: Counter[int] = Counter()
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not set(expected) <= set(seen):
+        assert asyncio.get_running_loop().time() < deadline, f"never published: {set(expected) - set(seen)}"
+        seen.update(job_id for batch in await drain() for job_id in batch.job_ids)
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(2.5)  # several sweep and tick intervals, past the sweep delay
+    seen.update(job_id for batch in await drain() for job_id in batch.job_ids)
+    return seen
+
+
+async def assert_one_job_per_target(targets: list[int]) -> None:
+    rows = await NotificationJob.select(NotificationJob.subscription)
+    assert sorted(row["subscription"] for row in rows) == sorted(targets)
+
+
+async def test_killed_between_freeze_commit_and_publish_then_restarted(
+    clean_db: None, broker: Broker, test_env: dict[str, str], email_queue: Drain, tmp_path: Path
+) -> None:
+    tenant, targets = await seed(Rules(waves_enabled=True, shoppers_per_unit=3, wave_interval_seconds=3600))
+    await broker.publish(await detected(tenant, 5), topology.RESTOCK_DETECTED)
+    log = tmp_path / "dispatcher.log"
+
+    crashed = start(test_env, log, RESTOCK_FAULT_POINT=FAULT_AFTER_COMMIT)
+    assert await exited(crashed) == -signal.SIGKILL, log.read_text()[-3000:]
+    # The freeze committed (15 released in wave 1, 25 waiting) and nothing reached the broker.
+    released = await pending_ids()
+    assert len(released) == 15
+    assert await email_queue() == []
+    await assert_one_job_per_target(targets)
+
+    restarted = start(test_env, log)
+    try:
+        seen = await collect_until(email_queue, released)
+    finally:
+        assert await stop(restarted) == 0, log.read_text()[-3000:]
+    assert seen == Counter(released), "each released job exactly once, nothing else"
+    await assert_one_job_per_target(targets)
+    waiting = await NotificationJob.count().where(NotificationJob.state == "waiting")
+    assert waiting == TARGETS - 15
+
+
+async def test_killed_between_wave_release_and_publish_then_restarted(
+    clean_db: None, broker: Broker, test_env: dict[str, str], email_queue: Drain, tmp_path: Path
+) -> None:
+    # A 1 s interval: the timer's wave 2 comes due right after wave 1.
+    tenant, targets = await seed(Rules(waves_enabled=True, shoppers_per_unit=2, wave_interval_seconds=1))
+    await broker.publish(await detected(tenant, 3), topology.RESTOCK_DETECTED)
+    log = tmp_path / "dispatcher.log"
+
+    crashed = start(test_env, log, RESTOCK_FAULT_POINT=FAULT_AFTER_RELEASE)
+    assert await exited(crashed) == -signal.SIGKILL, log.read_text()[-3000:]
+    [plan] = await WavePlan.select().where(WavePlan.variant_id == VARIANT)
+    assert plan["wave"] == 2  # wave 2 committed, its publish never happened
+    released = await pending_ids()
+    assert len(released) == 12
+    wave_1 = [job_id for batch in await email_queue() for job_id in batch.job_ids]
+    assert len(wave_1) == 6  # wave 1 went out with the restock
+
+    restarted = start(test_env, log)
+    try:
+        # Wave 2 (stranded), then waves 3.. every second until the line is empty.
+        expected = sorted(set(released) - set(wave_1))
+
+        async def everyone_released() -> bool:
+            return await NotificationJob.count().where(NotificationJob.state == "waiting") == 0
+
+        deadline = asyncio.get_running_loop().time() + 60
+        while not await everyone_released():
+            assert asyncio.get_running_loop().time() < deadline, "the line never emptied"
+            await asyncio.sleep(0.2)
+        everyone = await pending_ids()
+        seen = await collect_until(email_queue, sorted(set(everyone) - set(wave_1)))
+    finally:
+        assert await stop(restarted) == 0, log.read_text()[-3000:]
+    assert set(expected) <= set(seen)
+    assert seen == Counter(sorted(set(everyone) - set(wave_1))), "each released job exactly once"
+    await assert_one_job_per_target(targets)
+    waves = await NotificationJob.select(NotificationJob.wave).where(NotificationJob.state == "pending")
+    assert Counter(row["wave"] for row in waves) == {1: 6, 2: 6, 3: 6, 4: 6, 5: 6, 6: 6, 7: 4}

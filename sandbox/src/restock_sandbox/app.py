@@ -17,6 +17,8 @@ from litestar.di import Provide
 from restock_common.service import DEFAULT_PORTS, health_routes, serve
 from restock_common.settings import Settings
 from restock_common.telemetry import setup_logging, setup_tracing
+from restock_sandbox.otlp.routes import otlp_router
+from restock_sandbox.otlp.spans import SpanStore
 from restock_sandbox.shopify.admin_api import AdminApi
 from restock_sandbox.shopify.admin_routes import AdminApiController, GraphQLControl
 from restock_sandbox.shopify.proxy import ProxyForwarder
@@ -102,6 +104,7 @@ def create_app(
             GraphQLControl,
             MessagesApi,
             TwilioControl,
+            otlp_router(SpanStore()),  # OTLP/HTTP traces (ADR 19)
         ],
         dependencies={
             "inbox": Provide(lambda: inbox, sync_to_thread=False, use_cache=True),

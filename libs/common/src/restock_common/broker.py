@@ -6,7 +6,9 @@
   fate: ``ACK`` after the handler committed its work, ``REQUEUE`` for a transient failure, ``POISON`` to
   the dead-letter exchange with a logged reason. A message that cannot be decoded is poison; an
   unexpected exception requeues it, and ``x-delivery-limit`` turns a message that always fails into
-  poison. The W3C trace context travels in the headers and the handler runs inside a CONSUMER span.
+  poison. The W3C trace context travels in the headers: each publish runs in a PRODUCER span
+  ``publish restock`` whose context is injected, each handler in a CONSUMER span ``process {queue}``
+  continuing the extracted context (ADR 19: names and attributes per the messaging semconv).
 - ``Consumer.stop`` is the graceful shutdown: stop taking messages, let in-flight handlers finish, ack.
 """
 
@@ -30,6 +32,7 @@ from aio_pika.abc import (
 )
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
+from opentelemetry.util.types import AttributeValue
 
 from restock_common import topology
 from restock_common.messages import Message, decode, encode
@@ -49,6 +52,39 @@ class Outcome(enum.Enum):
 
 
 Handler = Callable[[M], Awaitable[Outcome]]
+
+
+def publish_attributes(routing_key: str, message_id: str, body_size: int) -> dict[str, AttributeValue]:
+    """A PRODUCER span's attributes (OpenTelemetry messaging semconv; RabbitMQ: the destination is the
+    exchange, the routing key its own attribute). ADR 19."""
+    return {
+        "messaging.system": "rabbitmq",
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "publish",
+        "messaging.destination.name": topology.EXCHANGE,
+        "messaging.rabbitmq.destination.routing_key": routing_key,
+        "messaging.message.id": message_id,
+        "messaging.message.body.size": body_size,
+    }
+
+
+def process_attributes(queue: str, message: AbstractIncomingMessage) -> dict[str, AttributeValue]:
+    """A CONSUMER span's attributes: where the message was published, and the queue it was taken from
+    (``messaging.destination.subscription.name``: a queue is RabbitMQ's subscription)."""
+    attributes: dict[str, AttributeValue] = {
+        "messaging.system": "rabbitmq",
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "messaging.destination.name": message.exchange or "",
+        "messaging.destination.subscription.name": queue,
+        "messaging.message.id": message.message_id or "",
+        "messaging.message.body.size": len(message.body),
+    }
+    if message.routing_key:
+        attributes["messaging.rabbitmq.destination.routing_key"] = message.routing_key
+    if message.delivery_tag is not None:
+        attributes["messaging.rabbitmq.message.delivery_tag"] = message.delivery_tag
+    return attributes
 
 
 class Broker:
@@ -106,16 +142,13 @@ class Broker:
         the PRODUCER span continues that trace (the one that wrote the row) instead of the current one."""
         assert self._exchange is not None
         headers: dict[str, Any] = {}
+        message_id = message_id or str(uuid.uuid4())
         parent = propagate.extract({"traceparent": traceparent}) if traceparent else None
         with tracer.start_as_current_span(
-            f"{routing_key} publish",
+            f"publish {topology.EXCHANGE}",
             context=parent,
             kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "rabbitmq",
-                "messaging.destination.name": topology.EXCHANGE,
-                "messaging.rabbitmq.destination.routing_key": routing_key,
-            },
+            attributes=publish_attributes(routing_key, message_id, len(body)),
         ):
             propagate.inject(headers)
             await self._exchange.publish(
@@ -123,7 +156,7 @@ class Broker:
                     body,
                     content_type="application/json",
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    message_id=message_id or str(uuid.uuid4()),
+                    message_id=message_id,
                     type=message_type,
                     headers=headers,
                 ),
@@ -183,18 +216,19 @@ class Consumer:
             self._in_flight.discard(task)
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
-        context = propagate.extract(dict(message.headers or {}))
+        # Only text headers: a malformed traceparent (bytes, a number) must not crash the consumer.
+        carrier = {key: value for key, value in (message.headers or {}).items() if isinstance(value, str)}
+        context = propagate.extract(carrier)
         with tracer.start_as_current_span(
-            f"{self.queue.name} process",
+            f"process {self.queue.name}",
             context=context,
             kind=SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "rabbitmq",
-                "messaging.destination.name": self.queue.name,
-                "messaging.message.id": message.message_id or "",
-            },
-        ):
+            attributes=process_attributes(self.queue.name, message),
+        ) as span:
             outcome = await self._outcome(message)
+            span.set_attribute("restock.message.outcome", outcome.value)
+            if outcome is not Outcome.ACK:
+                span.set_attribute("error.type", outcome.value)
             await self._settle(message, outcome)
 
     async def _outcome(self, message: AbstractIncomingMessage) -> Outcome:

@@ -119,6 +119,7 @@ class Stack:
     def _start(self, spec: ProcessSpec, extra_env: dict[str, str] | None = None) -> None:
         env = {
             **os.environ,
+            **self._trace_export(),
             **self.env,
             **self.ports.env(),
             "RESTOCK_HTTP_PORT": str(spec.port),
@@ -135,6 +136,14 @@ class Stack:
         self.specs[spec.name] = spec
         if self.log_dir is None:
             threading.Thread(target=_prefix_lines, args=(spec.name, process), daemon=True).start()
+
+    def _trace_export(self) -> dict[str, str]:
+        """Spans go to the sandbox's OTLP receiver (``GET /otlp/traces/{id}`` reads a whole trace), unless
+        the user points OpenTelemetry elsewhere."""
+        given = {**os.environ, **self.env}
+        if "OTEL_EXPORTER_OTLP_ENDPOINT" in given or "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" in given:
+            return {}
+        return {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{self.ports.sandbox}"}
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Return when every started process answers its readiness probe; raise if a required one died or

@@ -66,3 +66,16 @@ def test_a_required_process_that_dies_fails_the_stack(tmp_path) -> None:
             stack.wait_ready(timeout=8)
     finally:
         stack.stop(timeout=10)
+
+
+def test_processes_export_spans_to_the_sandbox_unless_the_user_chose_a_collector(monkeypatch) -> None:
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    ports = Ports.free()
+    assert Stack(env={}, ports=ports)._trace_export() == {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{ports.sandbox}"
+    }
+    chosen = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}
+    assert Stack(env=chosen, ports=ports)._trace_export() == {}
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://collector:4318/v1/traces")
+    assert Stack(env={}, ports=ports)._trace_export() == {}

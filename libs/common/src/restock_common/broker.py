@@ -9,6 +9,8 @@
   poison. The W3C trace context travels in the headers: each publish runs in a PRODUCER span
   ``publish restock`` whose context is injected, each handler in a CONSUMER span ``process {queue}``
   continuing the extracted context (ADR 19: names and attributes per the messaging semconv).
+- ``Broker.consume_routes`` is the same for a queue that carries several message kinds: the routing key
+  picks the schema and the handler; an unknown routing key is poison.
 - ``Consumer.stop`` is the graceful shutdown: stop taking messages, let in-flight handlers finish, ack.
 """
 
@@ -18,8 +20,9 @@ import asyncio
 import enum
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import aio_pika
 import msgspec
@@ -52,6 +55,17 @@ class Outcome(enum.Enum):
 
 
 Handler = Callable[[M], Awaitable[Outcome]]
+
+
+@dataclass(frozen=True)
+class Route(Generic[M]):
+    """How a consumer decodes and handles the messages of one routing key."""
+
+    kind: type[M]
+    handler: Handler[M]
+
+
+ANY_ROUTING_KEY = None  # a route for every routing key of the queue (``Broker.consume``)
 
 
 def publish_attributes(routing_key: str, message_id: str, body_size: int) -> dict[str, AttributeValue]:
@@ -176,12 +190,19 @@ class Broker:
         self, spec: topology.QueueSpec, kind: type[M], handler: Handler[M], *, prefetch: int
     ) -> Consumer:
         """Start consuming ``spec`` with ``handler``; returns the running consumer (stop it to shut down)."""
+        return await self.consume_routes(spec, {ANY_ROUTING_KEY: Route(kind, handler)}, prefetch=prefetch)
+
+    async def consume_routes(
+        self, spec: topology.QueueSpec, routes: Mapping[str | None, Route[Any]], *, prefetch: int
+    ) -> Consumer:
+        """``consume`` for a queue bound to several message kinds: ``routes`` maps each routing key to its
+        schema and handler (``ANY_ROUTING_KEY`` for the rest); a message no route matches is poison."""
         channel = await self.connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=prefetch)
         queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
         for key in spec.routing_keys:
             await queue.bind(topology.EXCHANGE, key)
-        consumer = Consumer(channel, queue, kind, handler)
+        consumer = Consumer(channel, queue, routes)
         await consumer.start()
         return consumer
 
@@ -194,12 +215,11 @@ class Consumer:
     """A running subscription to one queue; see the module's rules."""
 
     def __init__(
-        self, channel: AbstractChannel, queue: AbstractQueue, kind: type[M], handler: Handler[M]
+        self, channel: AbstractChannel, queue: AbstractQueue, routes: Mapping[str | None, Route[Any]]
     ) -> None:
         self.channel = channel
         self.queue = queue
-        self.kind: type[Any] = kind
-        self.handler: Handler[Any] = handler
+        self.routes = dict(routes)
         self._tag: str | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
 
@@ -232,8 +252,19 @@ class Consumer:
             await self._settle(message, outcome)
 
     async def _outcome(self, message: AbstractIncomingMessage) -> Outcome:
+        route = self.routes.get(message.routing_key) or self.routes.get(ANY_ROUTING_KEY)
+        if route is None:
+            log.error(
+                "poison message",
+                extra={
+                    "queue": self.queue.name,
+                    "message_id": message.message_id,
+                    "reason": f"no route for routing key {message.routing_key!r}",
+                },
+            )
+            return Outcome.POISON
         try:
-            decoded = decode(message.body, self.kind)
+            decoded = decode(message.body, route.kind)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as error:
             log.error(
                 "poison message",
@@ -241,7 +272,7 @@ class Consumer:
             )
             return Outcome.POISON
         try:
-            return await self.handler(decoded)
+            return await route.handler(decoded)
         except asyncio.CancelledError:
             raise
         except Exception:

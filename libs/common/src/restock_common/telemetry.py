@@ -53,10 +53,16 @@ tracer = trace.get_tracer("restock.telemetry")
 # parentheses. "+00:00" in a timestamp has too few.
 _EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _PHONE = re.compile(r"(?:\+|%2[Bb])[1-9](?:[ .()-]{0,2}\d){6,14}(?!\d)")
+# The public links' tokens (/c/{token}, /u/{token}) are bearer credentials: whoever holds one can confirm
+# or unsubscribe. A request's URL (``http.url``, ``http.target``) would carry them into every trace.
+_LINK_TOKEN = re.compile(r"/([cu])/[A-Za-z0-9_.-]{16,}")
 
 
 def redact(text: str) -> str:
-    """``text`` with every email address and phone number replaced by ``[email]`` / ``[phone]``."""
+    """``text`` with every email address and phone number replaced by ``[email]`` / ``[phone]``, and the
+    token of a public link by ``{token}``."""
+    if "/" in text:
+        text = _LINK_TOKEN.sub(r"/\1/{token}", text)
     if "@" not in text and "+" not in text and "%" not in text:
         return text  # the common case, without running the patterns
     return _PHONE.sub("[phone]", _EMAIL.sub("[email]", text))

@@ -105,3 +105,47 @@ async def test_failing_handler_requeues_until_delivery_limit_then_poison(broker:
     await _wait_for(poisoned)
     await consumer.stop()
     assert calls == 3  # the first delivery and two redeliveries (x-delivery-limit = 2)
+
+
+async def test_routed_consumer_picks_schema_by_routing_key_and_poisons_unknown_keys(broker: Broker) -> None:
+    from restock_common.broker import Route
+
+    spec = topology.QueueSpec(
+        "test.routed", ("routed.a", "routed.b", "routed.c"), topology.queue_arguments(3)
+    )
+    seen: list[object] = []
+
+    async def on_batch(batch: JobBatch) -> Outcome:
+        seen.append(batch)
+        return Outcome.ACK
+
+    async def on_event(event: RestockDetected) -> Outcome:
+        seen.append(event)
+        return Outcome.ACK
+
+    poisoned_before = await _poison_count(broker)
+    consumer = await broker.consume_routes(
+        spec,
+        {"routed.a": Route(JobBatch, on_batch), "routed.b": Route(RestockDetected, on_event)},
+        prefetch=1,
+    )
+    event = RestockDetected(
+        restock_event_id=1,
+        tenant_id=1,
+        shop_domain="s.myshopify.com",
+        variant_id=2,
+        available=3,
+        restock_window=4,
+        detected_at=datetime.now(UTC),
+    )
+    await broker.publish(JobBatch(channel="sms", job_ids=[7]), "routed.a")
+    await broker.publish(JobBatch(channel="sms", job_ids=[8]), "routed.c")  # no route: poison
+    await broker.publish(JobBatch(channel="sms", job_ids=[9]), "routed.b")  # wrong schema: poison
+    await broker.publish(event, "routed.b")
+
+    async def settled() -> bool:
+        return len(seen) == 2 and await _poison_count(broker) == poisoned_before + 2
+
+    await _wait_for(settled)
+    await consumer.stop()
+    assert seen == [JobBatch(channel="sms", job_ids=[7]), event]

@@ -66,7 +66,14 @@ def recorded() -> Iterator[InMemorySpanExporter]:
         ("call +44 20 7946 0958 now", "call [phone] now"),
         ("To=%2B15005550006&Body=hi", "To=[phone]&Body=hi"),
         ("+1 (555) 010-0000", "[phone]"),
+        # Public link tokens are credentials.
+        (
+            "http://127.0.0.1:8000/u/WzEsImFiYyJd.aW1lc3RhbXA.c2lnbmF0dXJlX2hlcmU?x=1",
+            "http://127.0.0.1:8000/u/{token}?x=1",
+        ),
+        ("GET /c/WzEsImFiYyJd.aW1lc3RhbXA.c2lnbmF0dXJl", "GET /c/{token}"),
         # Not contacts: left alone.
+        ("/usr/lib/python3.11/site-packages/x.py", "/usr/lib/python3.11/site-packages/x.py"),
         ("2026-11-25T07:42:54+00:00", "2026-11-25T07:42:54+00:00"),
         (
             "job 42 attempt 3, contact_hash 9f86d081884c7d65",

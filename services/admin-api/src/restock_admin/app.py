@@ -42,7 +42,7 @@ from restock_common.links import LinkSigner
 from restock_common.replay import PiccoloReplayStore, ReplayResult, replay
 from restock_common.service import DEFAULT_PORTS, health_routes, serve
 from restock_common.settings import Settings
-from restock_common.telemetry import setup_logging, setup_tracing
+from restock_common.telemetry import http_telemetry_plugins, setup_logging, setup_tracing
 
 SERVICE = "admin-api"
 
@@ -120,6 +120,7 @@ def create_app(
         return await redis_client.ping()
 
     return Litestar(
+        plugins=http_telemetry_plugins(),
         route_handlers=[
             *health_routes({"postgres": postgres_ready, "redis": redis_ready}),
             storefront_router(signups, views, secret, clock, settings.forwarded_for_trusted_hops),

@@ -26,6 +26,7 @@ from restock_common.faults import FaultPoints
 from restock_common.messages import CHANNELS, RestockDetected
 from restock_common.service import Connections, health_routes, run
 from restock_common.settings import Settings
+from restock_common.telemetry import http_telemetry_plugins
 from restock_dispatcher.fast_dedup import RedisFastDedup
 from restock_dispatcher.freeze import PiccoloTargetStore
 from restock_dispatcher.handler import RestockHandler, VariantPublisher
@@ -144,7 +145,12 @@ def create_app(settings: Settings, *, faults: FaultPoints | None = None) -> Lite
 
     checks = {**runtime.checks(), "redis": redis_ready}
     # logging_config=None keeps telemetry.setup_logging's JSON lines: Litestar's default replaces them.
-    return Litestar(route_handlers=health_routes(checks), lifespan=[lifespan], logging_config=None)
+    return Litestar(
+        route_handlers=health_routes(checks),
+        lifespan=[lifespan],
+        logging_config=None,
+        plugins=http_telemetry_plugins(),
+    )
 
 
 def main() -> None:

@@ -34,6 +34,10 @@ from restock_common.db.tables import Template as TemplateTable
 from restock_common.messages import Channel
 
 TemplateKind = Literal["alert", "confirmation"]
+# The names shops' templates are stored under: the dispatcher pins the latest ALERT_TEMPLATE version on
+# each job at freeze; the sender renders the latest CONFIRMATION_TEMPLATE version for a double opt-in.
+ALERT_TEMPLATE = "restock-alert"
+CONFIRMATION_TEMPLATE = "confirmation"
 Part = Literal["subject", "text", "html"]
 
 _COMMON_VARIABLES = frozenset({"product_title", "product_url", "shop_domain", "variant_id"})
@@ -54,7 +58,7 @@ SMS_MAX_CHARACTERS = 1_600
 
 def kind_of(name: str) -> TemplateKind:
     """The kind of a template, from its name."""
-    return "confirmation" if "confirmation" in name else "alert"
+    return "confirmation" if CONFIRMATION_TEMPLATE in name else "alert"
 
 
 def sample_variables(kind: TemplateKind) -> dict[str, Any]:

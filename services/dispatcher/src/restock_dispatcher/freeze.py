@@ -33,11 +33,12 @@ from restock_common.jobs import JobState
 from restock_common.keys import notification_key, notification_key_sql
 from restock_common.messages import Channel
 from restock_common.rules import Rules, decode_rules
+from restock_common.templating import ALERT_TEMPLATE
 from restock_dispatcher import dedup
 from restock_dispatcher.ports import Cursor, EventMissing, FastDedup, Frozen, Fulfilled, Page, Publish
 from restock_dispatcher.wave_store import PiccoloWaveStore
 
-TEMPLATE_NAME = "restock-alert"  # the template a restock alert renders (the admin edits its versions)
+TEMPLATE_NAME = ALERT_TEMPLATE  # the template a restock alert renders (the admin edits its versions)
 
 _LOCK_EVENT = (
     "SELECT e.tenant, e.variant_id, e.restock_window, e.available, e.frozen_at, r.body AS rules"

@@ -108,6 +108,9 @@ def private_infrastructure() -> Iterator[dict[str, str]]:
         "RESTOCK_DATABASE_URL": f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}",
         "RESTOCK_AMQP_URL": f"{AMQP_ROOT}/{name}",
         "RESTOCK_SHOPIFY_API_SECRET": SECRET,
+        # No Admin API here: the shop's first reconciliation sync fails fast (connection refused) instead of
+        # reaching whatever listens on the sandbox's default port.
+        "RESTOCK_SHOPIFY_API_BASE_URL": f"http://127.0.0.1:{_free_port()}",
     }
     try:
         _rabbitmqctl("add_vhost", name)
@@ -374,6 +377,24 @@ async def wait_outbox_drained(database_url: str) -> None:
         await connection.close()
 
 
+async def wait_requests_settled(database_url: str) -> None:
+    """Poll until no webhook was received for a second, then until the outbox is drained: a server that fell
+    behind goes on with requests the load generator gave up on, and the next phase must not queue behind
+    them (or it would measure that backlog, not the webhook -> event path)."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + 3 * DRAIN_TIMEOUT_S
+        last = -1
+        while (count := await connection.fetchval("SELECT count(*) FROM webhook_receipts")) != last:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"webhooks still arriving after {3 * DRAIN_TIMEOUT_S} s")
+            last = count
+            await asyncio.sleep(1.0)
+    finally:
+        await connection.close()
+    await wait_outbox_drained(database_url)
+
+
 async def webhook_to_event(url: str, amqp_url: str, levels: Levels) -> list[float]:
     """Milliseconds from sending each restocking webhook to its ``restock.detected`` arriving."""
     variants = [EVENT_BASE + j for j in range(EVENT_SAMPLES)]
@@ -459,7 +480,7 @@ async def measure(env: dict[str, str], detector: Service, bare: Service) -> tupl
     bare_load = await measured_run(bare.url, Levels())
     levels = Levels()
     detector_load = await measured_run(detector.url, levels)
-    await wait_outbox_drained(env["RESTOCK_DATABASE_URL"])
+    await wait_requests_settled(env["RESTOCK_DATABASE_URL"])
     event_ms = await webhook_to_event(detector.url, env["RESTOCK_AMQP_URL"], levels)
     results = {
         "webhook_p99_ms": _metric(detector_load.percentile(99), "ms", bare_load.percentile(99)),

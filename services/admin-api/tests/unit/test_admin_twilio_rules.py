@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from restock_admin.twilio.keywords import CONFIRMED_TEXT, EMPTY, Keyword, keyword, message, reply
+from restock_admin.twilio import receipts
 from restock_admin.twilio.receipts import Receipt, error_kind, opted_out, supersedes
 
 
@@ -117,3 +118,25 @@ def test_keyword_is_total_and_only_whole_words(body: str) -> None:
             "UNSTOP",
             "YES",
         }
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("SM" + "a" * 32, "SM" + "a" * 32),
+        ("MM" + "0123456789abcdef" * 2, "MM" + "0123456789abcdef" * 2),
+        ("SM" + "a" * 31, None),
+        ("SM" + "a" * 31 + "\x00", None),
+        ("XX" + "a" * 32, None),
+        ("", None),
+    ],
+)
+def test_only_a_message_sid_is_a_message_sid(value: str, expected: str | None) -> None:
+    assert receipts.message_sid(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("30005", "30005"), ("21610", "21610"), ("", None), (None, None), ("3\x00", None)]
+)
+def test_only_a_number_is_an_error_code(value: str | None, expected: str | None) -> None:
+    assert receipts.error_code(value) == expected

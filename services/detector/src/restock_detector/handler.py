@@ -7,28 +7,41 @@ row), and the relay is woken only after that commit. A repeat of a webhook id, o
 resends under a new webhook id, is answered 200 ``duplicate`` and not processed. The shop's lifecycle and
 the compliance topics are in ``lifecycle.py``; the compliance topics are answered for an uninstalled
 shop too (``shop/redact`` comes 48 h after the uninstall), and with 200 for a shop we do not know.
+
+Levels go through ``observation.observe_variant``, the same function the sync uses. A level of an item no
+product payload named is kept as a snapshot, and after that commit the Admin API is asked whose item it is
+(no transaction held open over HTTP); if it answers, the mapping is stored and the level judged in a second
+transaction, else the next reconciliation sync maps the item and judges the kept snapshot (ADR 0012).
+``orders/create`` becomes an ``order.created`` message with the buyer's contact hashes, never contacts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from restock_common import signatures
-from restock_detector import lifecycle, payloads, transitions
+from restock_common import messages, signatures, telemetry, topology
+from restock_detector import lifecycle, payloads
+from restock_detector.admin_api import AdminApiError
+from restock_detector.admin_graphql import ItemOwner, ResponseError
+from restock_detector.observation import Observed, observe_variant
 from restock_detector.ports import (
+    AdminApi,
     ItemMapping,
     LevelObservation,
+    LockedVariant,
+    OutboxMessage,
     OutboxSignal,
     Receipt,
     Tenant,
     UnitOfWork,
-    VariantMemory,
+    VariantRef,
     WebhookStore,
 )
-from restock_detector.restocks import record_restock
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +57,23 @@ HEADER_LIMITS = {TOPIC_HEADER: 64, SHOP_HEADER: 255, WEBHOOK_ID_HEADER: 128, EVE
 
 PRODUCT_TOPICS = frozenset({payloads.PRODUCTS_CREATE, payloads.PRODUCTS_UPDATE})
 LEVEL_TOPICS = frozenset({payloads.INVENTORY_LEVELS_UPDATE})
-TOPICS = PRODUCT_TOPICS | LEVEL_TOPICS | lifecycle.PRIVACY_TOPICS | {payloads.APP_UNINSTALLED}
+TOPICS = (
+    PRODUCT_TOPICS
+    | LEVEL_TOPICS
+    | lifecycle.PRIVACY_TOPICS
+    | {payloads.APP_UNINSTALLED, payloads.ORDERS_CREATE}
+)
+UNKNOWN_ITEM = "unknown_item"
+# Shopify gives up on a webhook after 5 s: the item lookup must leave time to answer.
+LOOKUP_TIMEOUT_SECONDS = 3.0
 
-Payload = payloads.Product | payloads.InventoryLevelUpdate | payloads.Shop | payloads.PrivacyRequest
+Payload = (
+    payloads.Product
+    | payloads.InventoryLevelUpdate
+    | payloads.Shop
+    | payloads.PrivacyRequest
+    | payloads.Order
+)
 
 Clock = Callable[[], datetime]
 
@@ -63,14 +90,48 @@ def _refuse(status_code: int, detail: str) -> Result:
     return Result(status_code, {"detail": detail})
 
 
+class TenantCache:
+    """Shop domain -> tenant, for ``TTL``, bounded: the level hot path saves a round trip per webhook with
+    it, and the claim statement confirms the shop is still installed (``_level_webhook``)."""
+
+    TTL = timedelta(seconds=60)
+    SIZE = 10_000
+
+    def __init__(self) -> None:
+        self._tenants: dict[str, tuple[Tenant, datetime]] = {}
+
+    def get(self, shop: str, now: datetime) -> Tenant | None:
+        found = self._tenants.get(shop)
+        if found is None or now - found[1] > self.TTL:
+            return None
+        return found[0]
+
+    def put(self, shop: str, tenant: Tenant, now: datetime) -> None:
+        if shop not in self._tenants and len(self._tenants) >= self.SIZE:
+            self._tenants.clear()  # rare (10,000 shops on one replica): start over rather than track age
+        self._tenants[shop] = (tenant, now)
+
+    def forget(self, shop: str) -> None:
+        self._tenants.pop(shop, None)
+
+
 class WebhookHandler:
     """Handles ``POST /webhooks/shopify`` (see the module's rules)."""
 
-    def __init__(self, secret: str, store: WebhookStore, signal: OutboxSignal, clock: Clock) -> None:
+    def __init__(
+        self,
+        secret: str,
+        store: WebhookStore,
+        signal: OutboxSignal,
+        clock: Clock,
+        admin: AdminApi | None = None,
+    ) -> None:
         self.secret = secret
         self.store = store
         self.signal = signal
         self.clock = clock
+        self.admin = admin
+        self.tenants = TenantCache()
 
     async def handle_webhook(self, headers: Mapping[str, str], body: bytes) -> Result:
         """Verify and process one delivery."""
@@ -102,6 +163,8 @@ class WebhookHandler:
             return _refuse(400, error.reason)
         privacy = isinstance(payload, payloads.PrivacyRequest)
         shop = headers[SHOP_HEADER].strip().lower()
+        if isinstance(payload, payloads.InventoryLevelUpdate):
+            return await self._level_webhook(headers, shop, payload)
         tenant = await self.store.find_tenant(shop, installed_only=not privacy)
         if tenant is None and privacy:
             # Nothing of theirs is held here; a 4xx would only make Shopify retry for two days.
@@ -111,8 +174,8 @@ class WebhookHandler:
         receipt = _receipt(headers, tenant)
         if isinstance(payload, payloads.Product):
             return await self._products(receipt, tenant, payload)
-        if isinstance(payload, payloads.InventoryLevelUpdate):
-            return await self._inventory_level(receipt, tenant, payload)
+        if isinstance(payload, payloads.Order):
+            return await self._order(receipt, tenant, payload)
         return await self._lifecycle(receipt, tenant, payload)
 
     async def _lifecycle(
@@ -125,6 +188,7 @@ class WebhookHandler:
                 body = await lifecycle.uninstall(work, tenant, self.clock())
             else:
                 body = await lifecycle.privacy(work, tenant, receipt.topic, payload, self.clock())
+        self.tenants.forget(tenant.shop_domain)  # uninstalled or redacted: no level may take the cache's word
         log.info("shop lifecycle webhook", extra={"tenant_id": tenant.id, "topic": receipt.topic, **body})
         return Result(200, body)
 
@@ -135,72 +199,135 @@ class WebhookHandler:
             await work.save_items(tenant.id, _item_mappings(product))
         return Result(200, {"status": "ok", "variants": len(product.variants)})
 
+    async def _level_webhook(
+        self, headers: Mapping[str, str], shop: str, level: payloads.InventoryLevelUpdate
+    ) -> Result:
+        """The hot path. The shop's tenant comes from ``TenantCache``, which is never trusted alone: the
+        claim re-checks the installation in its own trip, and a tenant found uninstalled there is looked up
+        afresh (a reinstalled shop) before the webhook is refused."""
+        cached = self.tenants.get(shop, self.clock())
+        if cached is not None:
+            result = await self._inventory_level(_receipt(headers, cached), cached, level)
+            if result is not None:
+                return result
+            self.tenants.forget(shop)
+        tenant = await self.store.find_tenant(shop)
+        result = (
+            None if tenant is None else await self._inventory_level(_receipt(headers, tenant), tenant, level)
+        )
+        if tenant is None or result is None:
+            return _refuse(404, f"unknown shop {headers[SHOP_HEADER]!r}")
+        self.tenants.put(shop, tenant, self.clock())
+        return result
+
     async def _inventory_level(
         self, receipt: Receipt, tenant: Tenant, level: payloads.InventoryLevelUpdate
-    ) -> Result:
+    ) -> Result | None:
+        """The webhook's answer, or None when the shop turned out not to be installed (nothing written)."""
         if level.available is None:
             return Result(200, {"status": "ignored", "reason": "inventory not tracked"})
         observation = LevelObservation(
             level.inventory_item_id, level.location_id, level.available, level.updated_at
         )
         async with self.store.unit_of_work() as work:
+            claim = await work.claim_level(receipt, tenant.id, level.inventory_item_id)
+            if not claim.installed:
+                return None
+            if not claim.claimed:
+                return Result(200, {"status": "duplicate"})
+            observed = await self._observe(work, tenant, observation, claim.locked)
+        if observed.status == UNKNOWN_ITEM:
+            observed = await self._resolve_item(tenant, observation)
+        if observed.enqueued:
+            self.signal.notify()
+        return Result(200, {"status": observed.status})
+
+    async def _observe(
+        self, work: UnitOfWork, tenant: Tenant, level: LevelObservation, locked: LockedVariant | None
+    ) -> Observed:
+        if locked is not None:
+            return await observe_variant(work, tenant, locked.variant, [level], self.clock(), locked)
+        # Kept even so: the lookup below, or the next sync, maps the item and judges it.
+        return Observed(UNKNOWN_ITEM if await work.save_snapshot(tenant.id, level) else "stale")
+
+    async def _resolve_item(self, tenant: Tenant, level: LevelObservation) -> Observed:
+        """An item no product payload named: ask the Admin API whose it is (outside any transaction),
+        store the mapping and judge the observation; on failure the snapshot waits for the next sync."""
+        owner = await self._look_up(tenant, level.inventory_item_id)
+        if owner is None:
+            return Observed(UNKNOWN_ITEM)
+        variant = VariantRef(owner.variant_id, owner.product_id)
+        mapping = ItemMapping(level.inventory_item_id, owner.variant_id, owner.product_id, None, None)
+        async with self.store.unit_of_work() as work:
+            await work.save_items(tenant.id, [mapping])
+            return await observe_variant(work, tenant, variant, [level], self.clock())
+
+    async def _look_up(self, tenant: Tenant, inventory_item_id: int) -> ItemOwner | None:
+        context = {"tenant_id": tenant.id, "inventory_item_id": inventory_item_id}
+        access = await self.store.shop_access(tenant.id) if self.admin is not None else None
+        if self.admin is None or access is None:
+            log.warning("inventory item without a known variant; kept for the next sync", extra=context)
+            return None
+        try:
+            async with asyncio.timeout(LOOKUP_TIMEOUT_SECONDS):
+                owner = await self.admin.item_owner(access, inventory_item_id)
+        except (AdminApiError, ResponseError, TimeoutError) as error:
+            failure = error.failure.value if isinstance(error, AdminApiError) else type(error).__name__
+            log.warning(
+                "inventory item lookup failed; kept for the next sync", extra={**context, "failure": failure}
+            )
+            return None
+        if owner is None:
+            log.warning("inventory item unknown to the Admin API", extra=context)
+        return owner
+
+    async def _order(self, receipt: Receipt, tenant: Tenant, order: payloads.Order) -> Result:
+        try:
+            lines = _order_lines(order)
+        except payloads.PayloadError as error:
+            return _refuse(400, error.reason)
+        created = messages.OrderCreated(
+            tenant_id=tenant.id,
+            shop_domain=tenant.shop_domain,
+            order_id=order.id,
+            lines=lines,
+            contact_hashes=_order_contacts(order),
+            currency=(order.currency or "USD")[:3],
+            ordered_at=order.created_at,
+        )
+        async with self.store.unit_of_work() as work:
             if not await work.claim_receipt(receipt):
                 return Result(200, {"status": "duplicate"})
-            status = await self._observe(work, tenant, observation)
-        if status == "restock":
-            self.signal.notify()
-        return Result(200, {"status": status})
-
-    async def _observe(self, work: UnitOfWork, tenant: Tenant, level: LevelObservation) -> str:
-        if not await work.save_snapshot(tenant.id, level):
-            return "stale"
-        variant = await work.variant_of(tenant.id, level.inventory_item_id)
-        if variant is None:
-            # The Admin API lookup of an unknown item is a later task; the snapshot is kept for it.
-            log.warning(
-                "inventory item without a known variant",
-                extra={"tenant_id": tenant.id, "inventory_item_id": level.inventory_item_id},
+            await work.enqueue(
+                OutboxMessage(
+                    tenant.id,
+                    topology.ORDER_CREATED,
+                    uuid.uuid4(),
+                    f"{tenant.id}:order:{order.id}",
+                    messages.encode(created).decode(),
+                    telemetry.current_traceparent(),
+                )
             )
-            return "unknown_item"
-        rules = await work.rules_of(tenant.id)
-        memory = await work.lock_variant(tenant.id, variant.variant_id)
-        total = await work.variant_total(tenant.id, variant.variant_id, rules.excluded_location_ids)
-        now = self.clock()
-        outcome = transitions.observe(_memory(memory), total, now, rules)
-        fired = False
-        if isinstance(outcome.expired, transitions.Restock) and memory.armed_at is not None:
-            at = transitions.due_at(memory.armed_at, rules)
-            await record_restock(work, tenant, variant, outcome.expired.available, at, rules)
-            fired = True
-        decision = outcome.decision
-        await work.save_variant(tenant.id, variant.variant_id, total, now, _armed_at(decision, memory, now))
-        if isinstance(decision, transitions.Restock):
-            await record_restock(work, tenant, variant, decision.available, now, rules)
-            fired = True
-        return "restock" if fired else _status(decision)
+        self.signal.notify()
+        return Result(200, {"status": "ok", "lines": len(lines)})
 
 
-def _memory(memory: VariantMemory) -> transitions.Memory:
-    return transitions.Memory(memory.available, memory.last_restock_at, memory.armed_at)
+def _order_lines(order: payloads.Order) -> list[messages.OrderLine]:
+    return [
+        messages.OrderLine(
+            variant_id=line.variant_id, quantity=line.quantity, price_cents=payloads.price_cents(line.price)
+        )
+        for line in order.line_items
+        if line.variant_id is not None
+    ]
 
 
-def _armed_at(decision: transitions.Decision, memory: VariantMemory, now: datetime) -> datetime | None:
-    """Since when the variant is armed after ``decision`` (None: not armed)."""
-    if isinstance(decision, transitions.Arm):
-        return now
-    if decision == transitions.NoRestock(transitions.Reason.ARMED):
-        return memory.armed_at
-    return None
-
-
-def _status(decision: transitions.Decision) -> str:
-    if isinstance(decision, transitions.Arm):
-        return "armed"
-    if isinstance(decision, transitions.Disarm):
-        return "disarmed"
-    if isinstance(decision, transitions.NoRestock):
-        return decision.reason.value
-    return "restock"
+def _order_contacts(order: payloads.Order) -> list[str]:
+    """Hashes of the order's and its customer's email (lowercased) and phone (E.164 as given)."""
+    customer = order.customer or payloads.OrderContact()
+    emails = [e.strip().lower() for e in (order.email, customer.email) if e and e.strip()]
+    phones = [p.strip() for p in (order.phone, customer.phone) if p and p.strip()]
+    return sorted({signatures.contact_hash(contact) for contact in emails + phones})
 
 
 def _decode(topic: str, body: bytes) -> Payload:
@@ -210,6 +337,8 @@ def _decode(topic: str, body: bytes) -> Payload:
         return payloads.decode(body, payloads.PrivacyRequest)
     if topic == payloads.APP_UNINSTALLED:
         return payloads.decode(body, payloads.Shop)
+    if topic == payloads.ORDERS_CREATE:
+        return payloads.decode(body, payloads.Order)
     return payloads.decode(body, payloads.InventoryLevelUpdate)
 
 

@@ -8,6 +8,7 @@ reports the JSON path, e.g. ``$.variants[0].inventory_item_id``); the caller ans
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Final, TypeVar
 
 import msgspec
@@ -21,6 +22,7 @@ APP_UNINSTALLED: Final = "app/uninstalled"
 CUSTOMERS_DATA_REQUEST: Final = "customers/data_request"
 CUSTOMERS_REDACT: Final = "customers/redact"
 SHOP_REDACT: Final = "shop/redact"
+ORDERS_CREATE: Final = "orders/create"
 
 DEFAULT_VARIANT_TITLE: Final = "Default Title"
 
@@ -85,6 +87,33 @@ class PrivacyRequest(msgspec.Struct, frozen=True, kw_only=True):
     data_request: DataRequest | None = None
 
 
+class OrderLineItem(msgspec.Struct, frozen=True, kw_only=True):
+    """A line of an order; a custom item (no product) has no ``variant_id``."""
+
+    variant_id: int | None = None
+    quantity: int = 1
+    price: str = "0"
+
+
+class OrderContact(msgspec.Struct, frozen=True, kw_only=True):
+    """The order's customer: only hashed, never stored or logged."""
+
+    email: str | None = None
+    phone: str | None = None
+
+
+class Order(msgspec.Struct, frozen=True, kw_only=True):
+    """``orders/create``: who bought which variants. Email and phone are only hashed."""
+
+    id: int
+    created_at: AwareDatetime
+    line_items: list[OrderLineItem]
+    currency: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    customer: OrderContact | None = None
+
+
 class PayloadError(ValueError):
     """The body is not JSON, or not the payload its topic promises; ``reason`` says why."""
 
@@ -93,7 +122,7 @@ class PayloadError(ValueError):
         self.reason = reason
 
 
-P = TypeVar("P", InventoryLevelUpdate, Product, Shop, PrivacyRequest)
+P = TypeVar("P", InventoryLevelUpdate, Product, Shop, PrivacyRequest, Order)
 
 
 def decode(body: bytes, kind: type[P]) -> P:
@@ -111,3 +140,14 @@ def variant_title(product_title: str, variant: Variant) -> str:
     if variant.title == DEFAULT_VARIANT_TITLE:
         return product_title
     return f"{product_title} - {variant.title}"
+
+
+def price_cents(price: str) -> int:
+    """Shopify's decimal price string (``"19.99"``) in cents, or ``PayloadError``."""
+    try:
+        amount = Decimal(price.strip())
+    except InvalidOperation as error:
+        raise PayloadError(f"invalid price {price[:32]!r}") from error
+    if not amount.is_finite() or amount < 0:
+        raise PayloadError(f"invalid price {price[:32]!r}")
+    return int((amount * 100).to_integral_value())

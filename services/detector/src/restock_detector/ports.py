@@ -1,19 +1,21 @@
 """The detector's ports: what the handler and the relay need from the outside world, as Protocols.
 
-The real adapters are in ``store.py`` (PostgreSQL through Piccolo) and ``restock_common.broker``; the unit
-tests' recording fakes are in ``tests/unit``. Plain frozen dataclasses carry the data across.
+The real adapters are in ``store.py`` (PostgreSQL, asyncpg), ``admin_api.py`` (Shopify's GraphQL Admin
+API, httpx) and ``restock_common.broker``; the unit tests' recording fakes are in ``tests/unit``. Plain
+frozen dataclasses carry the data across.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from restock_common.rules import Rules
+from restock_detector.admin_graphql import BulkStatus, CatalogVariant, ItemOwner, VariantPage
 
 
 @dataclass(frozen=True)
@@ -36,14 +38,28 @@ class Receipt:
 
 
 @dataclass(frozen=True)
+class ShopAccess:
+    """What the Admin API needs to act for a shop. The token is a secret: kept out of ``repr`` and logs."""
+
+    tenant_id: int
+    shop_domain: str
+    access_token: str = field(repr=False)
+
+    @property
+    def tenant(self) -> Tenant:
+        return Tenant(self.tenant_id, self.shop_domain)
+
+
+@dataclass(frozen=True)
 class ItemMapping:
-    """Inventory item -> variant, from a product payload."""
+    """Inventory item -> variant, from a product payload (with its sku and title) or from the Admin API
+    (without: None keeps what a product payload stored)."""
 
     inventory_item_id: int
     variant_id: int
-    product_id: int
+    product_id: int | None
     sku: str | None
-    title: str
+    title: str | None
 
 
 @dataclass(frozen=True)
@@ -54,6 +70,7 @@ class LevelObservation:
     location_id: int
     available: int
     updated_at: datetime
+    source: str = "webhook"  # webhook | sync | confirmation: where the detector learnt it
 
 
 @dataclass(frozen=True)
@@ -74,6 +91,25 @@ class VariantMemory:
 
 
 @dataclass(frozen=True)
+class LockedVariant:
+    """An inventory item's variant, its state row locked, with the shop's rules (read in the same trip)."""
+
+    variant: VariantRef
+    memory: VariantMemory
+    rules: Rules
+
+
+@dataclass(frozen=True)
+class LevelClaim:
+    """The first trip of a level webhook: is the shop still installed, was the delivery new, and the item's
+    variant (locked) if the item is known."""
+
+    installed: bool
+    claimed: bool
+    locked: LockedVariant | None = None
+
+
+@dataclass(frozen=True)
 class ArmedVariant:
     """A variant whose debounce has ended, locked for the scheduler to settle."""
 
@@ -81,6 +117,26 @@ class ArmedVariant:
     variant: VariantRef
     armed_at: datetime
     last_restock_at: datetime | None
+    available: int | None = None  # the total remembered when it was last decided
+
+
+@dataclass(frozen=True)
+class ConfirmationTarget:
+    """An armed variant, due now, of a shop that wants the Admin API to confirm its restocks."""
+
+    shop: ShopAccess
+    variant_id: int
+
+
+@dataclass(frozen=True)
+class SyncState:
+    """A shop's reconciliation sync bookkeeping (``tenants.*sync*``) and its interval rule."""
+
+    shop: ShopAccess
+    interval_seconds: float
+    requested_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -106,6 +162,7 @@ class NewRestock:
     restock_window: int
     detected_at: datetime
     traceparent: str | None
+    source: str = "webhook"  # webhook | sync: how the level that caused it arrived
 
 
 @dataclass(frozen=True)
@@ -148,12 +205,23 @@ class UnitOfWork(Protocol):
         """Insert or update the level of one item at one location; False when it is older than the stored
         one (a stale or reordered webhook) and was ignored."""
 
-    async def variant_of(self, tenant_id: int, inventory_item_id: int) -> VariantRef | None:
-        """The variant of an inventory item, if a product payload told us."""
-
     async def lock_variant(self, tenant_id: int, variant_id: int) -> VariantMemory:
         """Create the variant's state row if missing and lock it until the transaction ends, so concurrent
         webhooks for one variant are decided one after the other."""
+
+    async def claim_level(self, receipt: Receipt, tenant_id: int, inventory_item_id: int) -> LevelClaim:
+        """The webhook hot path's first trip: check the shop is still installed, ``claim_receipt``, then
+        (only if claimed) the item's variant, ``lock_variant`` and ``rules_of``."""
+
+    async def seed_unwatched(self, tenant_id: int, totals: Sequence[tuple[int, int]]) -> None:
+        """For (variant, total) pairs of variants never seen before that nobody is subscribed to, remember
+        the total as the variant's current one: the sync then records them without calling them restocks."""
+
+    async def save_level(
+        self, tenant_id: int, variant_id: int, level: LevelObservation, excluded_location_ids: Sequence[int]
+    ) -> int | None:
+        """``save_snapshot`` of one level of the (locked) variant, then its ``variant_total``; None when
+        the level was stale and ignored."""
 
     async def variant_total(
         self, tenant_id: int, variant_id: int, excluded_location_ids: Sequence[int]
@@ -161,9 +229,16 @@ class UnitOfWork(Protocol):
         """The sum of the variant's items' levels over the locations not excluded."""
 
     async def save_variant(
-        self, tenant_id: int, variant_id: int, available: int, now: datetime, armed_at: datetime | None
+        self,
+        tenant_id: int,
+        variant_id: int,
+        available: int,
+        now: datetime,
+        armed_at: datetime | None,
+        change: OutboxMessage | None = None,
     ) -> None:
-        """Remember the variant's new total and whether (since when) it is armed."""
+        """Remember the variant's new total and whether (since when) it is armed; ``change`` (its
+        ``stock.changed`` message) is enqueued with it."""
 
     async def record_restock(self, restock: NewRestock) -> int:
         """Insert the restock event, start the variant's cooldown, disarm it; returns the event id."""
@@ -192,6 +267,9 @@ class UnitOfWork(Protocol):
 class WebhookStore(Protocol):
     """Where webhooks are recorded."""
 
+    async def shop_access(self, tenant_id: int) -> ShopAccess | None:
+        """The shop's domain and Admin API token (None: unknown or uninstalled)."""
+
     async def find_tenant(self, shop_domain: str, *, installed_only: bool = True) -> Tenant | None:
         """The installed shop of this domain, or None (unknown or, unless ``installed_only`` is False,
         uninstalled)."""
@@ -214,6 +292,9 @@ class ArmedStore(Protocol):
         """In one transaction: lock up to ``limit`` armed variants of installed shops whose debounce has
         ended by ``now``, skipping rows a webhook or another replica holds."""
 
+    async def due_confirmations(self, now: datetime, limit: int) -> list[ConfirmationTarget]:
+        """Without locking: armed variants due by ``now`` whose shop's rules ask for a confirmation read."""
+
 
 class OutboxSignal(Protocol):
     """Tells the relay that an outbox row was committed, so it publishes now instead of at its next poll."""
@@ -227,8 +308,8 @@ class OutboxBatch(Protocol):
 
     rows: Sequence[OutboxRow]
 
-    async def mark_published(self, row_id: int) -> None:
-        """The broker confirmed this row."""
+    async def mark_published(self, row_ids: Sequence[int]) -> None:
+        """The broker confirmed these rows."""
 
     async def note_failure(self, row_id: int) -> None:
         """Publishing this row failed; it stays unpublished (counted in ``publish_attempts``)."""
@@ -248,3 +329,61 @@ class Publisher(Protocol):
         self, body: bytes, routing_key: str, *, message_id: str, traceparent: str | None = None
     ) -> None:
         """Publish exact bytes and return once the broker confirmed them; raise otherwise."""
+
+
+class AdminApi(Protocol):
+    """Shopify's GraphQL Admin API, throttled and retried; failures are raised as
+    ``admin_api.AdminApiError`` (its ``failure`` says whether the shop's token is bad)."""
+
+    async def item_owner(self, shop: ShopAccess, inventory_item_id: int) -> ItemOwner | None:
+        """(a) The variant of an inventory item (None: Shopify knows no such item)."""
+
+    async def variant_levels(self, shop: ShopAccess, variant_id: int) -> CatalogVariant | None:
+        """(b) A variant's item and levels now (None: Shopify knows no such variant)."""
+
+    async def variants_page(self, shop: ShopAccess, first: int, after: str | None) -> VariantPage:
+        """(c) One page of the catalogue, after the cursor ``after``."""
+
+    async def start_bulk(self, shop: ShopAccess) -> BulkStatus:
+        """(d) Start the catalogue's bulk query."""
+
+    async def bulk_status(self, shop: ShopAccess) -> BulkStatus | None:
+        """(d) The shop's current bulk operation."""
+
+    def bulk_lines(self, url: str) -> AsyncIterator[bytes]:
+        """(d) The finished bulk operation's JSONL, line by line."""
+
+    def page_size(self, shop: ShopAccess) -> int:
+        """How many variants the next sync page should ask for (sized by the shop's throttle)."""
+
+
+class SyncStore(Protocol):
+    """The reconciliation sync's side of the database."""
+
+    async def sync_states(self) -> list[SyncState]:
+        """Every installed shop's sync bookkeeping."""
+
+    async def sync_state(self, tenant_id: int) -> SyncState | None:
+        """One installed shop's sync bookkeeping, read fresh (None: gone or uninstalled)."""
+
+    async def shop_by_domain(self, shop_domain: str) -> ShopAccess | None:
+        """An installed shop, for the ``sync`` command."""
+
+    def exclusive(self, tenant_id: int) -> AbstractAsyncContextManager[bool]:
+        """Hold the shop's sync lock for the block (True), or yield False at once when another process
+        holds it. Released at the end of the block, or when this process's connection dies."""
+
+    async def mark_started(self, tenant_id: int, now: datetime) -> None:
+        """``last_sync_started_at = now``."""
+
+    async def mark_finished(
+        self, tenant_id: int, now: datetime, error: str | None, *, rerun: bool = False
+    ) -> None:
+        """``last_sync_finished_at = now`` and ``last_sync_error`` (None: it went well); ``rerun`` also sets
+        ``sync_requested_at = now``, so the shop is synced again at once (by whichever replica)."""
+
+    async def known_items(self, tenant_id: int) -> int:
+        """How many inventory items the shop has in ``inventory_items`` (sizes the next sync)."""
+
+    def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """A transaction, as for a webhook."""

@@ -4,7 +4,8 @@ A row is marked only after the broker confirmed it, in the transaction that lock
 the two publishes it again (at least once; consumers deduplicate by ``message_id`` and the notification
 key). ``FOR UPDATE SKIP LOCKED`` lets several detector replicas relay side by side. A failed publish ends
 the batch: the rows before it are marked, it and the rows after it stay for the next round, after a
-backoff. The relay wakes at once when a webhook committed a row, and polls otherwise.
+backoff. The relay wakes when a webhook committed a row (then lingers ``LINGER_SECONDS``, so that under
+load one claim takes the rows of several webhooks instead of four round trips each), and polls otherwise.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = 100
 PUBLISH_TIMEOUT_SECONDS = 10.0
 MAX_BACKOFF_SECONDS = 30.0
+LINGER_SECONDS = 0.02
 
 
 class OutboxWakeup:
@@ -87,6 +89,7 @@ class OutboxRelay:
             backoff = self.poll_seconds
             if published < self.batch_size:
                 await self._pause(self.wakeup.event, self.poll_seconds)
+                await self._pause(self._stopped, LINGER_SECONDS)
 
     async def relay_once(self) -> tuple[int, bool]:
         """Publish one batch; returns (rows published, whether every claimed row was published)."""
@@ -95,22 +98,31 @@ class OutboxRelay:
             return published, published == len(batch.rows)
 
     async def _publish(self, batch: OutboxBatch) -> int:
-        for published, row in enumerate(batch.rows):
-            try:
-                async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
-                    await self.publisher.publish_raw(
-                        row.payload, row.routing_key, message_id=row.message_id, traceparent=row.traceparent
+        confirmed: list[int] = []
+        try:
+            for row in batch.rows:
+                try:
+                    async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+                        await self.publisher.publish_raw(
+                            row.payload,
+                            row.routing_key,
+                            message_id=row.message_id,
+                            traceparent=row.traceparent,
+                        )
+                except Exception as error:
+                    log.warning(
+                        "outbox publish failed; row kept",
+                        extra={"outbox_id": row.id, "message_id": row.message_id, "error": repr(error)[:200]},
                     )
-            except Exception as error:
-                log.warning(
-                    "outbox publish failed; row kept",
-                    extra={"outbox_id": row.id, "message_id": row.message_id, "error": repr(error)[:200]},
-                )
-                await batch.note_failure(row.id)
-                return published
-            self.faults.reach("after_confirm_before_outbox_mark")
-            await batch.mark_published(row.id)
-        return len(batch.rows)
+                    await batch.note_failure(row.id)
+                    return len(confirmed)
+                self.faults.reach("after_confirm_before_outbox_mark")
+                confirmed.append(row.id)
+            return len(confirmed)
+        finally:
+            # One statement for the batch's confirmed rows, in the batch's transaction.
+            if confirmed:
+                await batch.mark_published(confirmed)
 
     async def _pause(self, event: asyncio.Event, seconds: float) -> None:
         """Sleep until ``event`` is set (stop sets both) or ``seconds`` pass."""

@@ -16,14 +16,22 @@ log = logging.getLogger(__name__)
 
 
 async def record_restock(
-    work: UnitOfWork, tenant: Tenant, variant: VariantRef, available: int, at: datetime, rules: Rules
+    work: UnitOfWork,
+    tenant: Tenant,
+    variant: VariantRef,
+    available: int,
+    at: datetime,
+    rules: Rules,
+    source: str = "webhook",
 ) -> int:
     """Write the restock (fired ``at``) and its outbox message; returns the restock event id. The caller
     wakes the relay after its transaction commits."""
     traceparent = telemetry.current_traceparent()
     window = keys.restock_window(at, rules.restock_window_seconds)
     event_id = await work.record_restock(
-        NewRestock(tenant.id, variant.variant_id, variant.product_id, available, window, at, traceparent)
+        NewRestock(
+            tenant.id, variant.variant_id, variant.product_id, available, window, at, traceparent, source
+        )
     )
     event = messages.RestockDetected(
         restock_event_id=event_id,

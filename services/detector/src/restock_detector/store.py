@@ -1,62 +1,74 @@
-"""The PostgreSQL adapters of the detector's ports, through Piccolo.
+"""The PostgreSQL adapters of the detector's ports, on asyncpg directly.
 
-Every write of a webhook runs inside one ``engine.transaction()``: Piccolo's queries join it through its
-context variable, so ``PiccoloUnitOfWork`` needs no connection of its own. Upserts and locks are written
-as SQL (``Table.raw`` binds ``{}`` as real query parameters) because they are set-based or conditional.
+The tables are Piccolo's (``restock_common.db.tables``), but a webhook is the detector's hot path (hundreds
+a second), so its statements go straight to asyncpg on a pool of the detector's own (``open_pool``): each
+is prepared once per connection (asyncpg's statement cache) and bound with ``$n`` parameters, without
+Piccolo's per-query compilation, and several steps share one statement where the lock order allows. A
+unit of work is one pooled connection inside one transaction; every statement of a webhook (receipt,
+snapshot, decision, restock, outbox) commits or rolls back together.
+
+Tracing: the asyncpg instrumentation's span per statement is suppressed here (on the webhook's path those
+spans cost more CPU than the statements). The relay, scheduler and sync get one CLIENT span per unit of work
+(``db.transaction``, not made current, so the traceparent written on rows stays the caller's); a webhook's
+transaction gets none: it is most of the request's SERVER span already.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from typing import Any
 
-from piccolo.engine.postgres import PostgresEngine
+import asyncpg
+import msgspec
+from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.trace import SpanKind
 
-from restock_common.db.tables import (
-    AuditLog,
-    InventoryItem,
-    Outbox,
-    RestockEvent,
-    Rule,
-    StockSnapshot,
-    Subscription,
-    Tenant,
-    VariantState,
-    WebhookReceipt,
-)
 from restock_common.rules import DEFAULT_RULES, Rules, decode_rules
 from restock_detector import ports
 
+_FIND_TENANT = "SELECT id, shop_domain FROM tenants WHERE shop_domain = $1 AND ($2 OR uninstalled_at IS NULL)"
+
+_SHOP_ACCESS = "SELECT id, shop_domain, access_token FROM tenants WHERE id = $1 AND uninstalled_at IS NULL"
+_SHOP_BY_DOMAIN = (
+    "SELECT id, shop_domain, access_token FROM tenants WHERE shop_domain = $1 AND uninstalled_at IS NULL"
+)
+
+# event_id is not UNIQUE (a shop's event ids are Shopify's, and older rows may have none): concurrent
+# resends of one event are serialized on a transaction-scoped advisory lock named after it, taken by an
+# earlier statement so that this one's snapshot sees whatever the lock's last holder committed.
+_LOCK_EVENT = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+
 _CLAIM_RECEIPT = """
 INSERT INTO webhook_receipts (webhook_id, event_id, shop_domain, topic, triggered_at, received_at)
-VALUES ({}, {}, {}, {}, {}, now())
+SELECT $1::varchar, $2::varchar, $3::varchar, $4::varchar, $5::timestamptz, now()
+WHERE $2::varchar IS NULL
+   OR NOT EXISTS (SELECT 1 FROM webhook_receipts WHERE shop_domain = $3::varchar AND event_id = $2::varchar)
 ON CONFLICT (webhook_id) DO NOTHING
 RETURNING id
 """
 
-# event_id is not UNIQUE (a shop's event ids are Shopify's, and older rows may have none): concurrent
-# resends of one event are serialized on a transaction-scoped advisory lock named after it instead.
-_LOCK_EVENT = "SELECT pg_advisory_xact_lock(hashtextextended({}, 0))"
-
-_EVENT_SEEN = "SELECT 1 FROM webhook_receipts WHERE shop_domain = {} AND event_id = {} LIMIT 1"
-
+# A mapping from the Admin API has no sku or title: it keeps the ones a product payload stored.
 _SAVE_ITEMS = """
 INSERT INTO inventory_items (tenant, inventory_item_id, variant_id, product_id, sku, title, updated_at)
-SELECT {}, item, variant, product, sku, title, now()
-FROM unnest({}::bigint[], {}::bigint[], {}::bigint[], {}::varchar[], {}::text[])
+SELECT $1, item, variant, product, sku, title, now()
+FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::varchar[], $6::text[])
     AS given(item, variant, product, sku, title)
 ON CONFLICT (tenant, inventory_item_id) DO UPDATE SET
-    variant_id = EXCLUDED.variant_id, product_id = EXCLUDED.product_id, sku = EXCLUDED.sku,
-    title = EXCLUDED.title, updated_at = EXCLUDED.updated_at
+    variant_id = EXCLUDED.variant_id,
+    product_id = COALESCE(EXCLUDED.product_id, inventory_items.product_id),
+    sku = COALESCE(EXCLUDED.sku, inventory_items.sku),
+    title = COALESCE(EXCLUDED.title, inventory_items.title),
+    updated_at = EXCLUDED.updated_at
 """
 
 # An observation older than the stored one loses: the WHERE makes the upsert a no-op, and nothing returns.
 _SAVE_SNAPSHOT = """
 INSERT INTO stock_snapshots (tenant, inventory_item_id, location_id, available, shopify_updated_at,
                              observed_at, source)
-VALUES ({}, {}, {}, {}, {}, now(), 'webhook')
+VALUES ($1, $2, $3, $4, $5, now(), $6)
 ON CONFLICT (tenant, inventory_item_id, location_id) DO UPDATE SET
     available = EXCLUDED.available, shopify_updated_at = EXCLUDED.shopify_updated_at,
     observed_at = EXCLUDED.observed_at, source = EXCLUDED.source
@@ -64,84 +76,262 @@ WHERE stock_snapshots.shopify_updated_at <= EXCLUDED.shopify_updated_at
 RETURNING id
 """
 
-_ENSURE_VARIANT = """
+_RULES_OF = "SELECT body::text AS body FROM rules WHERE tenant = $1"
+
+# Creates the variant's row if missing and locks it either way, in one statement: ON CONFLICT DO UPDATE
+# takes the row lock and returns the latest committed version (a no-op update, HOT).
+_LOCK_VARIANT = """
 INSERT INTO variant_states (tenant, variant_id, available, updated_at)
-VALUES ({}, {}, 0, now())
+VALUES ($1, $2, 0, now())
+ON CONFLICT (tenant, variant_id) DO UPDATE SET tenant = EXCLUDED.tenant
+RETURNING available, last_restock_at, armed_at
+"""
+
+# The webhook's hot path in one trip: is the shop installed, claim the receipt, then the item's variant,
+# locked, and the shop's rules. The item is read and its variant locked only if the receipt was claimed.
+_CLAIM_LEVEL = """
+WITH shop AS (
+    SELECT 1 FROM tenants WHERE id = $6 AND uninstalled_at IS NULL
+), receipt AS (
+    INSERT INTO webhook_receipts (webhook_id, event_id, shop_domain, topic, triggered_at, received_at)
+    SELECT $1::varchar, $2::varchar, $3::varchar, $4::varchar, $5::timestamptz, now()
+    WHERE EXISTS (SELECT 1 FROM shop)
+      AND ($2::varchar IS NULL
+           OR NOT EXISTS (SELECT 1 FROM webhook_receipts
+                          WHERE shop_domain = $3::varchar AND event_id = $2::varchar))
+    ON CONFLICT (webhook_id) DO NOTHING
+    RETURNING id
+), item AS (
+    SELECT variant_id, product_id FROM inventory_items
+    WHERE tenant = $6 AND inventory_item_id = $7 AND EXISTS (SELECT 1 FROM receipt)
+), state AS (
+    INSERT INTO variant_states (tenant, variant_id, available, updated_at)
+    SELECT $6, variant_id, 0, now() FROM item
+    ON CONFLICT (tenant, variant_id) DO UPDATE SET tenant = EXCLUDED.tenant
+    RETURNING variant_id, available, last_restock_at, armed_at
+)
+SELECT EXISTS (SELECT 1 FROM shop) AS installed, EXISTS (SELECT 1 FROM receipt) AS claimed, locked.*,
+       (SELECT body::text FROM rules WHERE tenant = $6) AS rules
+FROM (SELECT 1) AS one
+LEFT JOIN (
+    SELECT item.variant_id, item.product_id, state.available, state.last_restock_at, state.armed_at
+    FROM item JOIN state USING (variant_id)
+) AS locked ON true
+"""
+
+# save_snapshot + variant_total in one trip. The statement cannot see its own upsert, so the total is the
+# other snapshots plus the saved level; they are current because every writer of a known variant's
+# snapshots holds the variant's row lock, which this transaction took in an earlier statement.
+_SAVE_LEVEL = """
+WITH saved AS (
+    INSERT INTO stock_snapshots (tenant, inventory_item_id, location_id, available, shopify_updated_at,
+                                 observed_at, source)
+    VALUES ($1, $2, $3, $4, $5, now(), $6)
+    ON CONFLICT (tenant, inventory_item_id, location_id) DO UPDATE SET
+        available = EXCLUDED.available, shopify_updated_at = EXCLUDED.shopify_updated_at,
+        observed_at = EXCLUDED.observed_at, source = EXCLUDED.source
+    WHERE stock_snapshots.shopify_updated_at <= EXCLUDED.shopify_updated_at
+    RETURNING location_id, available
+)
+SELECT (SELECT COALESCE(SUM(s.available), 0)
+        FROM stock_snapshots s
+        JOIN inventory_items i ON i.tenant = s.tenant AND i.inventory_item_id = s.inventory_item_id
+        WHERE i.tenant = $1 AND i.variant_id = $7 AND s.location_id <> ALL($8::bigint[])
+          AND NOT (s.inventory_item_id = $2 AND s.location_id = $3))
+       + CASE WHEN saved.location_id = ANY($8::bigint[]) THEN 0 ELSE saved.available END AS total
+FROM saved
+"""
+
+# A variant nobody waits for (no subscription that is not unsubscribed) and never seen before starts at the
+# total the sync found; sorted, so that concurrent seeders create rows in one order.
+_SEED_UNWATCHED = """
+INSERT INTO variant_states (tenant, variant_id, available, updated_at)
+SELECT $1, given.variant, given.total, now()
+FROM unnest($2::bigint[], $3::int[]) AS given(variant, total)
+WHERE NOT EXISTS (
+    SELECT 1 FROM subscriptions s
+    WHERE s.tenant = $1 AND s.variant_id = given.variant AND s.state <> 'unsubscribed'
+)
+ORDER BY given.variant
 ON CONFLICT (tenant, variant_id) DO NOTHING
 """
 
-_LOCK_VARIANT = """
-SELECT available, last_restock_at, armed_at FROM variant_states
-WHERE tenant = {} AND variant_id = {}
-FOR UPDATE
-"""
-
 _VARIANT_TOTAL = """
-SELECT COALESCE(SUM(s.available), 0) AS total
+SELECT COALESCE(SUM(s.available), 0)::bigint AS total
 FROM stock_snapshots s
 JOIN inventory_items i ON i.tenant = s.tenant AND i.inventory_item_id = s.inventory_item_id
-WHERE i.tenant = {} AND i.variant_id = {} AND s.location_id <> ALL({}::bigint[])
+WHERE i.tenant = $1 AND i.variant_id = $2 AND s.location_id <> ALL($3::bigint[])
+"""
+
+_SAVE_VARIANT = """
+UPDATE variant_states SET available = $3, updated_at = $4, armed_at = $5
+WHERE tenant = $1 AND variant_id = $2
+"""
+
+_SAVE_VARIANT_AND_ENQUEUE = """
+WITH state AS (
+    UPDATE variant_states SET available = $3, updated_at = $4, armed_at = $5
+    WHERE tenant = $1 AND variant_id = $2
+)
+INSERT INTO outbox (tenant, routing_key, message_id, ordering_key, payload, traceparent, created_at,
+                    publish_attempts)
+VALUES ($1, $6, $7, $8, $9, $10, now(), 0)
+"""
+
+_RECORD_RESTOCK = """
+WITH event AS (
+    INSERT INTO restock_events (tenant, variant_id, product_id, available, restock_window, source,
+                                detected_at, traceparent)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    RETURNING id
+), cooled AS (
+    UPDATE variant_states SET last_restock_at = $7, armed_at = NULL WHERE tenant = $1 AND variant_id = $2
+)
+SELECT id FROM event
+"""
+
+_ENQUEUE = """
+INSERT INTO outbox (tenant, routing_key, message_id, ordering_key, payload, traceparent, created_at,
+                    publish_attempts)
+VALUES ($1, $2, $3, $4, $5, $6, now(), 0)
+"""
+
+_MARK_UNINSTALLED = """
+WITH shop AS (UPDATE tenants SET uninstalled_at = $2 WHERE id = $1)
+UPDATE variant_states SET armed_at = NULL WHERE tenant = $1
+"""
+
+_REDACT = """
+UPDATE subscriptions SET email = NULL, phone = NULL, redacted_at = $1
+WHERE tenant = $2 AND contact_hash = ANY($3::varchar[])
+RETURNING id
+"""
+
+_SUBSCRIPTIONS_OF = """
+SELECT id FROM subscriptions WHERE tenant = $1 AND contact_hash = ANY($2::varchar[]) ORDER BY id
+"""
+
+_AUDIT = """
+INSERT INTO audit_log (tenant, actor, action, target_type, target_ids, detail, trace_id, occurred_at)
+VALUES ($1, 'shopify', $2, $3, $4::jsonb, $5::jsonb, $6, now())
 """
 
 # Armed variants of installed shops whose debounce (the shop's rule, else the default) has ended.
-_CLAIM_DUE = """
-SELECT v.tenant, t.shop_domain, v.variant_id, v.armed_at, v.last_restock_at,
+_DUE = """
+SELECT v.tenant, t.shop_domain, t.access_token, v.variant_id, v.armed_at, v.last_restock_at, v.available,
+       COALESCE((r.body ->> 'confirm_with_admin_api')::boolean, false) AS confirm,
        (SELECT i.product_id FROM inventory_items i
         WHERE i.tenant = v.tenant AND i.variant_id = v.variant_id ORDER BY i.id LIMIT 1) AS product_id
 FROM variant_states v
 JOIN tenants t ON t.id = v.tenant AND t.uninstalled_at IS NULL
 LEFT JOIN rules r ON r.tenant = v.tenant
 WHERE v.armed_at IS NOT NULL
-  AND v.armed_at + make_interval(secs => COALESCE((r.body ->> 'debounce_seconds')::double precision, {}))
-      <= {}
-ORDER BY v.armed_at
-LIMIT {}
-FOR UPDATE OF v SKIP LOCKED
+  AND v.armed_at + make_interval(secs => COALESCE((r.body ->> 'debounce_seconds')::double precision, $1))
+      <= $2
 """
-
-_REDACT = """
-UPDATE subscriptions SET email = NULL, phone = NULL, redacted_at = {}
-WHERE tenant = {} AND contact_hash = ANY({}::varchar[])
-RETURNING id
-"""
+_CLAIM_DUE = _DUE + "ORDER BY v.armed_at LIMIT $3 FOR UPDATE OF v SKIP LOCKED"
+_DUE_CONFIRMATIONS = (
+    _DUE + "AND COALESCE((r.body ->> 'confirm_with_admin_api')::boolean, false) ORDER BY v.armed_at LIMIT $3"
+)
 
 _CLAIM_OUTBOX = """
 SELECT id, message_id, routing_key, payload, traceparent FROM outbox
 WHERE published_at IS NULL
 ORDER BY id
-LIMIT {}
+LIMIT $1
 FOR UPDATE SKIP LOCKED
 """
 
+_SYNC_STATES = """
+SELECT t.id, t.shop_domain, t.access_token, t.sync_requested_at, t.last_sync_started_at,
+       t.last_sync_finished_at,
+       COALESCE((r.body ->> 'sync_interval_seconds')::double precision, $1) AS interval_seconds
+FROM tenants t LEFT JOIN rules r ON r.tenant = t.id
+WHERE t.uninstalled_at IS NULL
+"""
 
-class PiccoloWebhookStore:
-    """``ports.WebhookStore`` on PostgreSQL."""
+# Two int4 keys: a key space apart from the single-bigint event locks above. Session level: the lock spans
+# the sync's many page transactions, and dies with the connection if the process does.
+SYNC_LOCK_CLASS = 0x5359  # "SY"
+_TRY_SYNC_LOCK = "SELECT pg_try_advisory_lock($1, $2::int)"
+_SYNC_UNLOCK = "SELECT pg_advisory_unlock($1, $2::int)"
 
-    def __init__(self, engine: PostgresEngine) -> None:
-        self.engine = engine
 
-    async def find_tenant(self, shop_domain: str, *, installed_only: bool = True) -> ports.Tenant | None:
-        query = Tenant.select(Tenant.id, Tenant.shop_domain).where(Tenant.shop_domain == shop_domain)
-        if installed_only:
-            query = query.where(Tenant.uninstalled_at.is_null())
-        row = await query.first()
-        return ports.Tenant(row["id"], row["shop_domain"]) if row else None
+async def open_pool(database_url: str, *, max_size: int = 10) -> asyncpg.Pool:
+    """The detector's own pool. A connection goes back to it without asyncpg's reset query (one round trip
+    per release, on every webhook): nothing here changes session state, and the sync's session-level
+    advisory lock is released explicitly (``PostgresSyncStore.exclusive``)."""
+    return await asyncpg.create_pool(database_url, min_size=1, max_size=max_size, reset=_keep_session)
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """asyncpg has already ended any open transaction; there is nothing else to undo."""
+
+
+tracer = trace.get_tracer("restock.detector.store")
+
+
+@contextmanager
+def _db_span(name: str) -> Iterator[None]:
+    """One span for a block of statements, the per-statement instrumentation suppressed inside it."""
+    span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes={"db.system": "postgresql"})
+    try:
+        with suppress_instrumentation():
+            yield
+    except BaseException as error:
+        span.record_exception(error)
+        raise
+    finally:
+        span.end()
+
+
+class PostgresStore:
+    """An adapter on an asyncpg pool (``open_pool``'s, or in tests the Piccolo engine's)."""
+
+    # The webhook store says False: its transaction is most of the request's SERVER span already, and on the
+    # hot path a span costs about as much CPU as a statement.
+    traced = True
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        with _db_span("db.transaction") if self.traced else suppress_instrumentation():
+            async with self.pool.acquire() as connection, connection.transaction():
+                yield connection
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[ports.UnitOfWork]:
-        async with self.engine.transaction():
-            yield PiccoloUnitOfWork()
+        async with self.transaction() as connection:
+            yield PostgresUnitOfWork(connection)
 
 
-class PiccoloUnitOfWork:
-    """``ports.UnitOfWork``: runs inside the transaction opened by ``PiccoloWebhookStore.unit_of_work``."""
+class PostgresWebhookStore(PostgresStore):
+    """``ports.WebhookStore`` on PostgreSQL."""
+
+    traced = False
+
+    async def find_tenant(self, shop_domain: str, *, installed_only: bool = True) -> ports.Tenant | None:
+        with _db_span("db.find_tenant"):
+            row = await self.pool.fetchrow(_FIND_TENANT, shop_domain, not installed_only)
+        return ports.Tenant(row["id"], row["shop_domain"]) if row else None
+
+    async def shop_access(self, tenant_id: int) -> ports.ShopAccess | None:
+        row = await self.pool.fetchrow(_SHOP_ACCESS, tenant_id)
+        return ports.ShopAccess(row["id"], row["shop_domain"], row["access_token"]) if row else None
+
+
+class PostgresUnitOfWork:
+    """``ports.UnitOfWork`` on one connection, inside the transaction its store opened."""
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self.connection = connection
 
     async def claim_receipt(self, receipt: ports.Receipt) -> bool:
         if receipt.event_id is not None:
-            await WebhookReceipt.raw(_LOCK_EVENT, f"{receipt.shop_domain}:{receipt.event_id}")
-            if await WebhookReceipt.raw(_EVENT_SEEN, receipt.shop_domain, receipt.event_id):
-                return False
-        rows = await WebhookReceipt.raw(
+            await self.connection.execute(_LOCK_EVENT, f"{receipt.shop_domain}:{receipt.event_id}")
+        row = await self.connection.fetchrow(
             _CLAIM_RECEIPT,
             receipt.webhook_id,
             receipt.event_id,
@@ -149,18 +339,19 @@ class PiccoloUnitOfWork:
             receipt.topic,
             receipt.triggered_at,
         )
-        return bool(rows)
+        return row is not None
 
     async def rules_of(self, tenant_id: int) -> Rules:
-        rows = await Rule.raw("SELECT body FROM rules WHERE tenant = {}", tenant_id)
-        return decode_rules(rows[0]["body"] if rows else None)
+        body = await self.connection.fetchval(_RULES_OF, tenant_id)
+        return decode_rules(body)
 
     async def save_items(self, tenant_id: int, items: Sequence[ports.ItemMapping]) -> None:
-        # One row per item: a payload naming an item twice would make the upsert touch a row twice.
-        unique = list({item.inventory_item_id: item for item in items}.values())
+        # One row per item (a payload naming an item twice would make the upsert touch a row twice), in
+        # item order: product webhooks and sync pages then lock the rows they share in the same order.
+        unique = sorted({item.inventory_item_id: item for item in items}.values(), key=_item_key)
         if not unique:
             return
-        await InventoryItem.raw(
+        await self.connection.execute(
             _SAVE_ITEMS,
             tenant_id,
             [item.inventory_item_id for item in unique],
@@ -171,127 +362,181 @@ class PiccoloUnitOfWork:
         )
 
     async def save_snapshot(self, tenant_id: int, level: ports.LevelObservation) -> bool:
-        rows = await StockSnapshot.raw(
+        row = await self.connection.fetchrow(
             _SAVE_SNAPSHOT,
             tenant_id,
             level.inventory_item_id,
             level.location_id,
             level.available,
             level.updated_at,
+            level.source,
         )
-        return bool(rows)
+        return row is not None
 
-    async def variant_of(self, tenant_id: int, inventory_item_id: int) -> ports.VariantRef | None:
-        rows = await InventoryItem.raw(
-            "SELECT variant_id, product_id FROM inventory_items WHERE tenant = {} AND inventory_item_id = {}",
+    async def lock_variant(self, tenant_id: int, variant_id: int) -> ports.VariantMemory:
+        row = await self.connection.fetchrow(_LOCK_VARIANT, tenant_id, variant_id)
+        return ports.VariantMemory(row["available"], row["last_restock_at"], row["armed_at"])
+
+    async def claim_level(
+        self, receipt: ports.Receipt, tenant_id: int, inventory_item_id: int
+    ) -> ports.LevelClaim:
+        if receipt.event_id is not None:
+            await self.connection.execute(_LOCK_EVENT, f"{receipt.shop_domain}:{receipt.event_id}")
+        row = await self.connection.fetchrow(
+            _CLAIM_LEVEL,
+            receipt.webhook_id,
+            receipt.event_id,
+            receipt.shop_domain,
+            receipt.topic,
+            receipt.triggered_at,
             tenant_id,
             inventory_item_id,
         )
-        return ports.VariantRef(rows[0]["variant_id"], rows[0]["product_id"]) if rows else None
+        if not row["claimed"] or row["variant_id"] is None:
+            return ports.LevelClaim(row["installed"], row["claimed"])
+        locked = ports.LockedVariant(
+            ports.VariantRef(row["variant_id"], row["product_id"]),
+            ports.VariantMemory(row["available"], row["last_restock_at"], row["armed_at"]),
+            decode_rules(row["rules"]),
+        )
+        return ports.LevelClaim(True, True, locked)
 
-    async def lock_variant(self, tenant_id: int, variant_id: int) -> ports.VariantMemory:
-        await VariantState.raw(_ENSURE_VARIANT, tenant_id, variant_id)
-        rows = await VariantState.raw(_LOCK_VARIANT, tenant_id, variant_id)
-        return ports.VariantMemory(rows[0]["available"], rows[0]["last_restock_at"], rows[0]["armed_at"])
+    async def seed_unwatched(self, tenant_id: int, totals: Sequence[tuple[int, int]]) -> None:
+        if totals:
+            variants, counts = zip(*totals, strict=True)
+            await self.connection.execute(_SEED_UNWATCHED, tenant_id, list(variants), list(counts))
+
+    async def save_level(
+        self,
+        tenant_id: int,
+        variant_id: int,
+        level: ports.LevelObservation,
+        excluded_location_ids: Sequence[int],
+    ) -> int | None:
+        total = await self.connection.fetchval(
+            _SAVE_LEVEL,
+            tenant_id,
+            level.inventory_item_id,
+            level.location_id,
+            level.available,
+            level.updated_at,
+            level.source,
+            variant_id,
+            list(excluded_location_ids),
+        )
+        return None if total is None else int(total)
 
     async def variant_total(
         self, tenant_id: int, variant_id: int, excluded_location_ids: Sequence[int]
     ) -> int:
-        rows = await StockSnapshot.raw(_VARIANT_TOTAL, tenant_id, variant_id, list(excluded_location_ids))
-        return int(rows[0]["total"])
+        total = await self.connection.fetchval(
+            _VARIANT_TOTAL, tenant_id, variant_id, list(excluded_location_ids)
+        )
+        return int(total)
 
     async def save_variant(
-        self, tenant_id: int, variant_id: int, available: int, now: datetime, armed_at: datetime | None
+        self,
+        tenant_id: int,
+        variant_id: int,
+        available: int,
+        now: datetime,
+        armed_at: datetime | None,
+        change: ports.OutboxMessage | None = None,
     ) -> None:
-        await VariantState.raw(
-            "UPDATE variant_states SET available = {}, updated_at = {}, armed_at = {}"
-            " WHERE tenant = {} AND variant_id = {}",
+        if change is None:
+            await self.connection.execute(_SAVE_VARIANT, tenant_id, variant_id, available, now, armed_at)
+            return
+        await self.connection.execute(
+            _SAVE_VARIANT_AND_ENQUEUE,
+            tenant_id,
+            variant_id,
             available,
             now,
             armed_at,
-            tenant_id,
-            variant_id,
+            change.routing_key,
+            change.message_id,
+            change.ordering_key,
+            change.payload,
+            change.traceparent,
         )
 
     async def record_restock(self, restock: ports.NewRestock) -> int:
-        event = RestockEvent(
-            tenant=restock.tenant_id,
-            variant_id=restock.variant_id,
-            product_id=restock.product_id,
-            available=restock.available,
-            restock_window=restock.restock_window,
-            source="webhook",
-            detected_at=restock.detected_at,
-            traceparent=restock.traceparent,
-        )
-        await event.save()
-        await VariantState.raw(
-            "UPDATE variant_states SET last_restock_at = {}, armed_at = NULL"
-            " WHERE tenant = {} AND variant_id = {}",
-            restock.detected_at,
+        event_id = await self.connection.fetchval(
+            _RECORD_RESTOCK,
             restock.tenant_id,
             restock.variant_id,
+            restock.product_id,
+            restock.available,
+            restock.restock_window,
+            restock.source,
+            restock.detected_at,
+            restock.traceparent,
         )
-        return int(event.id)
+        return int(event_id)
 
     async def enqueue(self, message: ports.OutboxMessage) -> None:
-        await Outbox(
-            tenant=message.tenant_id,
-            routing_key=message.routing_key,
-            message_id=message.message_id,
-            ordering_key=message.ordering_key,
-            payload=message.payload,
-            traceparent=message.traceparent,
-        ).save()
+        await self.connection.execute(
+            _ENQUEUE,
+            message.tenant_id,
+            message.routing_key,
+            message.message_id,
+            message.ordering_key,
+            message.payload,
+            message.traceparent,
+        )
 
     async def mark_uninstalled(self, tenant_id: int, now: datetime) -> None:
-        await Tenant.raw("UPDATE tenants SET uninstalled_at = {} WHERE id = {}", now, tenant_id)
-        await VariantState.raw("UPDATE variant_states SET armed_at = NULL WHERE tenant = {}", tenant_id)
+        await self.connection.execute(_MARK_UNINSTALLED, tenant_id, now)
 
     async def redact_contacts(
         self, tenant_id: int, contact_hashes: Sequence[str], now: datetime
     ) -> list[int]:
-        rows = await Subscription.raw(_REDACT, now, tenant_id, list(contact_hashes))
+        rows = await self.connection.fetch(_REDACT, now, tenant_id, list(contact_hashes))
         return sorted(row["id"] for row in rows)
 
     async def subscriptions_of(self, tenant_id: int, contact_hashes: Sequence[str]) -> list[int]:
-        rows = await Subscription.raw(
-            "SELECT id FROM subscriptions WHERE tenant = {} AND contact_hash = ANY({}::varchar[])"
-            " ORDER BY id",
-            tenant_id,
-            list(contact_hashes),
-        )
+        rows = await self.connection.fetch(_SUBSCRIPTIONS_OF, tenant_id, list(contact_hashes))
         return [row["id"] for row in rows]
 
     async def delete_tenant(self, tenant_id: int) -> None:
-        await Tenant.raw("DELETE FROM tenants WHERE id = {}", tenant_id)
+        await self.connection.execute("DELETE FROM tenants WHERE id = $1", tenant_id)
 
     async def audit(self, entry: ports.AuditEntry) -> None:
-        await AuditLog(
-            tenant=entry.tenant_id,
-            actor="shopify",
-            action=entry.action,
-            target_type=entry.target_type,
-            target_ids=entry.target_ids,
-            detail=entry.detail,
-            trace_id=entry.trace_id,
-        ).save()
+        await self.connection.execute(
+            _AUDIT,
+            entry.tenant_id,
+            entry.action,
+            entry.target_type,
+            msgspec.json.encode(entry.target_ids).decode(),
+            msgspec.json.encode(entry.detail).decode(),
+            entry.trace_id,
+        )
 
 
-class PiccoloArmedStore:
+def _item_key(item: ports.ItemMapping) -> int:
+    return item.inventory_item_id
+
+
+class PostgresArmedStore(PostgresStore):
     """``ports.ArmedStore`` on PostgreSQL: a batch is a transaction holding its variants' row locks."""
-
-    def __init__(self, engine: PostgresEngine) -> None:
-        self.engine = engine
 
     @asynccontextmanager
     async def claim_due(self, now: datetime, limit: int) -> AsyncIterator[ports.ArmedBatch]:
-        async with self.engine.transaction():
-            rows = await VariantState.raw(_CLAIM_DUE, float(DEFAULT_RULES.debounce_seconds), now, limit)
-            yield PiccoloArmedBatch([_armed_variant(row) for row in rows], PiccoloUnitOfWork())
+        async with self.transaction() as connection:
+            rows = await connection.fetch(_CLAIM_DUE, float(DEFAULT_RULES.debounce_seconds), now, limit)
+            yield PostgresArmedBatch([_armed_variant(row) for row in rows], PostgresUnitOfWork(connection))
+
+    async def due_confirmations(self, now: datetime, limit: int) -> list[ports.ConfirmationTarget]:
+        rows = await self.pool.fetch(_DUE_CONFIRMATIONS, float(DEFAULT_RULES.debounce_seconds), now, limit)
+        return [
+            ports.ConfirmationTarget(
+                ports.ShopAccess(row["tenant"], row["shop_domain"], row["access_token"]), row["variant_id"]
+            )
+            for row in rows
+        ]
 
 
-class PiccoloArmedBatch:
+class PostgresArmedBatch:
     """``ports.ArmedBatch``: the locked variants and the unit of work of their transaction."""
 
     def __init__(self, variants: Sequence[ports.ArmedVariant], work: ports.UnitOfWork) -> None:
@@ -299,49 +544,108 @@ class PiccoloArmedBatch:
         self.work = work
 
 
-def _armed_variant(row: dict[str, Any]) -> ports.ArmedVariant:
+def _armed_variant(row: Any) -> ports.ArmedVariant:
     return ports.ArmedVariant(
         tenant=ports.Tenant(row["tenant"], row["shop_domain"]),
         variant=ports.VariantRef(row["variant_id"], row["product_id"]),
         armed_at=row["armed_at"],
         last_restock_at=row["last_restock_at"],
+        available=row["available"],
     )
 
 
-class PiccoloOutboxStore:
+class PostgresOutboxStore(PostgresStore):
     """``ports.OutboxStore`` on PostgreSQL: a batch is a transaction holding its rows' locks."""
-
-    def __init__(self, engine: PostgresEngine) -> None:
-        self.engine = engine
 
     @asynccontextmanager
     async def claim(self, limit: int) -> AsyncIterator[ports.OutboxBatch]:
-        async with self.engine.transaction():
-            rows = await Outbox.raw(_CLAIM_OUTBOX, limit)
-            yield PiccoloOutboxBatch([_outbox_row(row) for row in rows])
+        async with self.transaction() as connection:
+            rows = await connection.fetch(_CLAIM_OUTBOX, limit)
+            yield PostgresOutboxBatch([_outbox_row(row) for row in rows], connection)
 
 
-class PiccoloOutboxBatch:
+class PostgresOutboxBatch:
     """``ports.OutboxBatch``: marks run in the batch's transaction, committed when the batch ends."""
 
-    def __init__(self, rows: Sequence[ports.OutboxRow]) -> None:
+    def __init__(self, rows: Sequence[ports.OutboxRow], connection: asyncpg.Connection) -> None:
         self.rows = rows
+        self.connection = connection
 
-    async def mark_published(self, row_id: int) -> None:
-        await Outbox.raw(
-            "UPDATE outbox SET published_at = now(), publish_attempts = publish_attempts + 1 WHERE id = {}",
-            row_id,
+    async def mark_published(self, row_ids: Sequence[int]) -> None:
+        await self.connection.execute(
+            "UPDATE outbox SET published_at = now(), publish_attempts = publish_attempts + 1"
+            " WHERE id = ANY($1::bigint[])",
+            list(row_ids),
         )
 
     async def note_failure(self, row_id: int) -> None:
-        await Outbox.raw("UPDATE outbox SET publish_attempts = publish_attempts + 1 WHERE id = {}", row_id)
+        await self.connection.execute(
+            "UPDATE outbox SET publish_attempts = publish_attempts + 1 WHERE id = $1", row_id
+        )
 
 
-def _outbox_row(row: dict[str, Any]) -> ports.OutboxRow:
+def _outbox_row(row: Any) -> ports.OutboxRow:
     return ports.OutboxRow(
         id=row["id"],
         message_id=str(row["message_id"]),
         routing_key=row["routing_key"],
         payload=row["payload"].encode(),
         traceparent=row["traceparent"],
+    )
+
+
+class PostgresSyncStore(PostgresStore):
+    """``ports.SyncStore`` on PostgreSQL."""
+
+    async def sync_states(self) -> list[ports.SyncState]:
+        rows = await self.pool.fetch(_SYNC_STATES, float(DEFAULT_RULES.sync_interval_seconds))
+        return [_sync_state(row) for row in rows]
+
+    async def sync_state(self, tenant_id: int) -> ports.SyncState | None:
+        row = await self.pool.fetchrow(
+            _SYNC_STATES + " AND t.id = $2", float(DEFAULT_RULES.sync_interval_seconds), tenant_id
+        )
+        return _sync_state(row) if row else None
+
+    async def shop_by_domain(self, shop_domain: str) -> ports.ShopAccess | None:
+        row = await self.pool.fetchrow(_SHOP_BY_DOMAIN, shop_domain)
+        return ports.ShopAccess(row["id"], row["shop_domain"], row["access_token"]) if row else None
+
+    @asynccontextmanager
+    async def exclusive(self, tenant_id: int) -> AsyncIterator[bool]:
+        async with self.pool.acquire() as connection:
+            locked = bool(await connection.fetchval(_TRY_SYNC_LOCK, SYNC_LOCK_CLASS, tenant_id))
+            try:
+                yield locked
+            finally:
+                if locked:
+                    await connection.execute(_SYNC_UNLOCK, SYNC_LOCK_CLASS, tenant_id)
+
+    async def mark_started(self, tenant_id: int, now: datetime) -> None:
+        await self.pool.execute("UPDATE tenants SET last_sync_started_at = $2 WHERE id = $1", tenant_id, now)
+
+    async def mark_finished(
+        self, tenant_id: int, now: datetime, error: str | None, *, rerun: bool = False
+    ) -> None:
+        await self.pool.execute(
+            "UPDATE tenants SET last_sync_finished_at = $2, last_sync_error = $3,"
+            " sync_requested_at = CASE WHEN $4 THEN $2 ELSE sync_requested_at END WHERE id = $1",
+            tenant_id,
+            now,
+            error,
+            rerun,
+        )
+
+    async def known_items(self, tenant_id: int) -> int:
+        count = await self.pool.fetchval("SELECT count(*) FROM inventory_items WHERE tenant = $1", tenant_id)
+        return int(count)
+
+
+def _sync_state(row: Any) -> ports.SyncState:
+    return ports.SyncState(
+        shop=ports.ShopAccess(row["id"], row["shop_domain"], row["access_token"]),
+        interval_seconds=float(row["interval_seconds"]),
+        requested_at=row["sync_requested_at"],
+        started_at=row["last_sync_started_at"],
+        finished_at=row["last_sync_finished_at"],
     )

@@ -23,6 +23,13 @@ When no guard holds, the change looks like a restock, and the debounce decides w
   (``expire``) before the next observation is judged, so what fires never depends on whether the
   scheduler or the next webhook gets there first: a restock fires *at* ``armed_at + debounce_seconds``.
 
+Confirmation (rule ``confirm_with_admin_api``): a restock is then always armed, even with no debounce
+(due at once), because the Admin API is read outside any transaction, by the scheduler, and its answer is
+an input of ``expire``: the restock fires only if Shopify's own total, over the locations not excluded, is
+still in stock (else ``Disarm(NOT_CONFIRMED)``). Until the answer is in, the variant stays armed
+(``AWAITING_CONFIRMATION``); if the Admin API cannot be asked for ``CONFIRMATION_GRACE`` after the
+debounce ended, our snapshots decide alone: a missed alert is worse than an unconfirmed one.
+
 A variant seen for the first time has a previous total of 0: shoppers subscribe to sold-out variants, so
 a first observation of stock is their restock, and a missed alert is the failure that matters most.
 """
@@ -45,6 +52,8 @@ class Reason(enum.Enum):
     TOO_FEW = "too_few"
     COOLDOWN = "cooldown"
     ARMED = "armed"  # armed earlier and still waiting for its debounce to end
+    AWAITING_CONFIRMATION = "awaiting_confirmation"  # debounce over, the Admin API not read yet
+    NOT_CONFIRMED = "not_confirmed"  # the Admin API says it is not (enough) in stock: a phantom restock
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,17 @@ class NoRestock:
 
 
 Decision = Restock | Arm | Disarm | NoRestock
+
+CONFIRMATION_GRACE = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """The Admin API's answer for an armed variant: its total over the locations not excluded, or None
+    when the Admin API could not be asked (down, throttled out, bad token)."""
+
+    available: int | None
+
 
 Guard = Callable[[Observation, Rules], bool]
 
@@ -141,21 +161,45 @@ def decide(
     for reason, holds in GUARDS:
         if holds(seen, rules):
             return NoRestock(reason)
-    return Restock(current) if rules.debounce_seconds <= 0 else Arm(now + debounce(rules))
+    if rules.debounce_seconds <= 0 and not rules.confirm_with_admin_api:
+        return Restock(current)
+    return Arm(now + debounce(rules))
 
 
 def expire(
-    armed_at: datetime, current: int, last_restock_at: datetime | None, now: datetime, rules: Rules
+    armed_at: datetime,
+    current: int,
+    last_restock_at: datetime | None,
+    now: datetime,
+    rules: Rules,
+    confirmation: Confirmation | None = None,
 ) -> Restock | Disarm | NoRestock:
     """An armed variant at ``now`` with ``current`` units: ``NoRestock(ARMED)`` before its debounce ends,
-    then a ``Restock`` (fired at ``due_at(armed_at, rules)``) or a ``Disarm``."""
+    then a ``Restock`` (fired at ``due_at(armed_at, rules)``) or a ``Disarm``; with the confirmation rule,
+    the Admin API's ``confirmation`` decides too (see the module's rules)."""
     due = due_at(armed_at, rules)
     if now < due:
         return NoRestock(Reason.ARMED)
     reason = _out_of_stock(current, rules)
     if reason is None and _in_cooldown(Observation(0, current, last_restock_at, due), rules):
         reason = Reason.COOLDOWN
-    return Disarm(reason) if reason else Restock(current)
+    if reason is not None:
+        return Disarm(reason)
+    if not rules.confirm_with_admin_api:
+        return Restock(current)
+    return _confirmed(current, confirmation, now - due, rules)
+
+
+def _confirmed(
+    current: int, confirmation: Confirmation | None, overdue: timedelta, rules: Rules
+) -> Restock | Disarm | NoRestock:
+    if confirmation is None or confirmation.available is None:
+        if confirmation is None or overdue < CONFIRMATION_GRACE:
+            return NoRestock(Reason.AWAITING_CONFIRMATION)
+        return Restock(current)  # the Admin API stayed out of reach: our snapshots decide
+    if _out_of_stock(confirmation.available, rules) is not None:
+        return Disarm(Reason.NOT_CONFIRMED)
+    return Restock(confirmation.available)
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ async def tenant_id(clean_db: None) -> int:
 async def client(
     settings: Settings, engine: Any, clock: Clock, tenant_id: int
 ) -> AsyncIterator[AsyncTestClient[Any]]:
-    app = create_app(settings, clock=clock, scheduler_tick_seconds=0.05)
+    app = create_app(settings, clock=clock, scheduler_tick_seconds=0.05, sync=False)
     try:
         async with AsyncTestClient(app) as test_client:
             yield test_client
@@ -118,8 +118,12 @@ async def shopify(client: AsyncTestClient[Any], settings: Settings) -> Shopify:
     return shopify
 
 
+# The outbox is read for restock.detected rows: stock.changed rows (every move of a total) have own tests.
+RESTOCKS_ONLY = {"outbox": " WHERE routing_key = 'restock.detected'"}
+
+
 async def count(db: asyncpg.Connection, table: str) -> int:
-    return int(await db.fetchval(f"SELECT count(*) FROM {table}"))
+    return int(await db.fetchval(f"SELECT count(*) FROM {table}{RESTOCKS_ONLY.get(table, '')}"))
 
 
 async def variant_state(db: asyncpg.Connection) -> asyncpg.Record:
@@ -187,7 +191,12 @@ async def test_stock_held_past_the_debounce_fires_exactly_one_restock(
         clock.now += timedelta(seconds=DEBOUNCE)
 
         async def published() -> bool:
-            return bool(await db.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL"))
+            return bool(
+                await db.fetchval(
+                    "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL"
+                    " AND routing_key = 'restock.detected'"
+                )
+            )
 
         await wait_for(published)  # the scheduler fired it and woke the relay
         await scheduler_ticks(clock)

@@ -6,22 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from aio_pika.abc import AbstractQueue
 
-from restock_common import messages, topology
+from restock_common import messages, signatures, topology
 from restock_common.broker import Broker
-from restock_common.db.tables import Outbox, Tenant
+from restock_common.db.tables import Outbox, Rule, Tenant
 from restock_common.faults import FaultPoints
+from restock_common.rules import Rules, encode_rules
 from restock_common.settings import Settings
+from restock_detector.handler import WebhookHandler
 from restock_detector.relay import OutboxRelay, OutboxWakeup
-from restock_detector.store import PiccoloOutboxStore
+from restock_detector.store import PostgresOutboxStore, PostgresWebhookStore
 
 pytestmark = pytest.mark.integration
 
@@ -118,7 +121,9 @@ async def add_rows(tenant_id: int, count: int, routing_key: str = topology.RESTO
 
 
 def make_relay(engine: Any, broker: Broker, poll_seconds: float = 30.0) -> OutboxRelay:
-    return OutboxRelay(PiccoloOutboxStore(engine), broker, FaultPoints(None), OutboxWakeup(), poll_seconds)
+    return OutboxRelay(
+        PostgresOutboxStore(engine.pool), broker, FaultPoints(None), OutboxWakeup(), poll_seconds
+    )
 
 
 async def unpublished() -> int:
@@ -194,3 +199,85 @@ async def test_rows_wait_out_a_broker_outage_and_go_out_when_it_is_back(
         await proxied.close()
         if proxy._server is not None:
             await proxy.cut()
+
+
+async def test_webhook_events_made_during_an_outage_go_out_in_order_when_it_is_back(
+    settings: Settings, engine: Any, broker: Broker, tenant_id: int
+) -> None:
+    """The same outage, with the events a webhook writes (``stock.changed`` and ``restock.detected`` of one
+    variant): none lost, and in the order they were committed."""
+    await Rule(tenant=tenant_id, body=encode_rules(Rules(debounce_seconds=0))).save()
+    channel = await broker.connection.channel()
+    queue = await channel.declare_queue(f"test.detector.relay.{uuid.uuid4().hex[:8]}", exclusive=True)
+    for key in (topology.RESTOCK_DETECTED, topology.STOCK_CHANGED):
+        await queue.bind(topology.EXCHANGE, key)
+    target = urlsplit(settings.amqp_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5672)
+    await proxy.start()
+    netloc = f"{target.username}:{target.password}@127.0.0.1:{proxy.port}"
+    proxied = await Broker.connect(urlunsplit(target._replace(netloc=netloc, query="reconnect_interval=0.2")))
+    relay = make_relay(engine, proxied, poll_seconds=0.05)
+    secret = settings.shopify_api_secret.get_secret_value()
+    handler = WebhookHandler(
+        secret, PostgresWebhookStore(engine.pool), relay.wakeup, lambda: datetime.now(UTC)
+    )
+    relay.start()
+    try:
+        await proxy.cut()
+        product = {"id": 1, "title": "Tee", "variants": [{"id": 77, "title": "M", "inventory_item_id": 770}]}
+        statuses = [await _send(handler, secret, "products/update", product)]
+        at = datetime(2026, 3, 1, tzinfo=UTC)
+        for step, available in enumerate((0, 5, 2)):
+            level = {
+                "inventory_item_id": 770,
+                "location_id": 1,
+                "available": available,
+                "updated_at": (at + timedelta(seconds=step)).isoformat(),
+            }
+            statuses.append(await _send(handler, secret, "inventory_levels/update", level))
+        assert statuses == ["ok", "still_out", "restock", "was_available"]
+
+        async def attempted() -> bool:
+            return bool(await Outbox.count().where(Outbox.publish_attempts >= 2))
+
+        await _wait_for(attempted)
+        assert await unpublished() == 3
+        await proxy.start()
+
+        async def all_published() -> bool:
+            return await unpublished() == 0
+
+        await _wait_for(all_published, timeout=40)
+        received = []
+        for _ in range(3):
+            message = await queue.get(timeout=5, fail=True)
+            assert message is not None
+            await message.ack()
+            received.append(message)
+    finally:
+        await relay.stop()
+        await proxied.close()
+        if proxy._server is not None:
+            await proxy.cut()
+        await queue.delete(if_unused=False, if_empty=False)
+        await channel.close()
+    changes = [messages.decode(m.body, messages.StockChanged) for m in received[::2]]
+    assert [m.routing_key for m in received] == [
+        topology.STOCK_CHANGED,
+        topology.RESTOCK_DETECTED,
+        topology.STOCK_CHANGED,
+    ]
+    assert [(c.previous, c.available) for c in changes] == [(0, 5), (5, 2)]
+    assert messages.decode(received[1].body, messages.RestockDetected).available == 5
+
+
+async def _send(handler: WebhookHandler, secret: str, topic: str, payload: object) -> str:
+    body = json.dumps(payload).encode()
+    headers = {
+        "X-Shopify-Topic": topic,
+        "X-Shopify-Shop-Domain": "detector-relay.myshopify.com",
+        "X-Shopify-Webhook-Id": str(uuid.uuid4()),
+        "X-Shopify-Hmac-Sha256": signatures.shopify_webhook_hmac(secret, body),
+    }
+    result = await handler.handle_webhook(headers, body)
+    return str(result.body["status"])

@@ -1,4 +1,4 @@
-"""The Piccolo store under concurrency: webhooks for one variant, processed at the same moment on the real
+"""The PostgreSQL store under concurrency: webhooks for one variant, processed at the same moment on the real
 PostgreSQL, are decided one after the other (the variant row lock), so a restock is detected exactly once."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from restock_common.rules import Rules, encode_rules
 from restock_common.settings import Settings
 from restock_detector.handler import Result, WebhookHandler
 from restock_detector.relay import OutboxWakeup
-from restock_detector.store import PiccoloWebhookStore
+from restock_detector.store import PostgresWebhookStore
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,9 @@ async def test_concurrent_webhooks_for_one_variant_restock_it_once(
     await tenant.save()
     await Rule(tenant=tenant.id, body=encode_rules(Rules(debounce_seconds=0))).save()
     secret = settings.shopify_api_secret.get_secret_value()
-    handler = WebhookHandler(secret, PiccoloWebhookStore(engine), OutboxWakeup(), lambda: datetime.now(UTC))
+    handler = WebhookHandler(
+        secret, PostgresWebhookStore(engine.pool), OutboxWakeup(), lambda: datetime.now(UTC)
+    )
 
     async def send(topic: str, payload: object, webhook_id: str) -> Result:
         body = json.dumps(payload).encode()

@@ -16,15 +16,22 @@ import pytest
 from restock_common import messages, signatures, topology
 from restock_common.keys import restock_window
 from restock_common.rules import Rules
-from restock_detector.handler import WebhookHandler
+from restock_detector import throttle
+from restock_detector.admin_api import AdminApiError
+from restock_detector.admin_graphql import CatalogVariant, ItemOwner, Level
+from restock_detector.handler import TenantCache, WebhookHandler
 from restock_detector.ports import (
     ArmedVariant,
     AuditEntry,
+    ConfirmationTarget,
     ItemMapping,
+    LevelClaim,
     LevelObservation,
+    LockedVariant,
     NewRestock,
     OutboxMessage,
     Receipt,
+    ShopAccess,
     Tenant,
     VariantMemory,
     VariantRef,
@@ -48,7 +55,8 @@ class Data:
     snapshots: dict[tuple[int, int], LevelObservation] = field(default_factory=dict)
     variants: dict[int, VariantMemory] = field(default_factory=dict)
     restocks: list[NewRestock] = field(default_factory=list)
-    outbox: list[OutboxMessage] = field(default_factory=list)
+    outbox: list[OutboxMessage] = field(default_factory=list)  # every message but stock.changed
+    changes: list[OutboxMessage] = field(default_factory=list)  # stock.changed
     subscriptions: dict[int, str] = field(default_factory=dict)  # id -> contact_hash
     redacted: dict[int, datetime] = field(default_factory=dict)
     audit: list[AuditEntry] = field(default_factory=list)
@@ -87,14 +95,30 @@ class FakeUnitOfWork:
         self.data.snapshots[key] = level
         return True
 
-    async def variant_of(self, tenant_id: int, inventory_item_id: int) -> VariantRef | None:
-        self.store.calls.append("variant_of")
-        item = self.data.items.get(inventory_item_id)
-        return VariantRef(item.variant_id, item.product_id) if item else None
-
     async def lock_variant(self, tenant_id: int, variant_id: int) -> VariantMemory:
         self.store.calls.append("lock_variant")
         return self.data.variants.setdefault(variant_id, VariantMemory(0, None))
+
+    async def claim_level(self, receipt: Receipt, tenant_id: int, inventory_item_id: int) -> LevelClaim:
+        if self.data.uninstalled_at is not None or self.data.deleted or SHOP in self.store.uninstalled:
+            return LevelClaim(installed=False, claimed=False)
+        if not await self.claim_receipt(receipt):
+            return LevelClaim(installed=True, claimed=False)
+        self.store.calls.append("lock_item_variant")
+        item = self.data.items.get(inventory_item_id)
+        if item is None:
+            return LevelClaim(installed=True, claimed=True)
+        memory = self.data.variants.setdefault(item.variant_id, VariantMemory(0, None))
+        locked = LockedVariant(VariantRef(item.variant_id, item.product_id), memory, self.store.rules)
+        return LevelClaim(installed=True, claimed=True, locked=locked)
+
+    async def save_level(
+        self, tenant_id: int, variant_id: int, level: LevelObservation, excluded_location_ids: Sequence[int]
+    ) -> int | None:
+        self.store.calls.append("save_level")
+        if not await self.save_snapshot(tenant_id, level):
+            return None
+        return await self.variant_total(tenant_id, variant_id, excluded_location_ids)
 
     async def variant_total(
         self, tenant_id: int, variant_id: int, excluded_location_ids: Sequence[int]
@@ -110,9 +134,17 @@ class FakeUnitOfWork:
         )
 
     async def save_variant(
-        self, tenant_id: int, variant_id: int, available: int, now: datetime, armed_at: datetime | None
+        self,
+        tenant_id: int,
+        variant_id: int,
+        available: int,
+        now: datetime,
+        armed_at: datetime | None,
+        change: OutboxMessage | None = None,
     ) -> None:
         self.store.calls.append("save_variant")
+        if change is not None:
+            self.data.changes.append(change)
         self.data.variants[variant_id] = VariantMemory(
             available, self.data.variants[variant_id].last_restock_at, armed_at
         )
@@ -128,7 +160,10 @@ class FakeUnitOfWork:
         self.store.calls.append("enqueue")
         if self.store.fail_on_enqueue:
             raise ConnectionError("database went away")
-        self.data.outbox.append(message)
+        if message.routing_key == topology.STOCK_CHANGED:
+            self.data.changes.append(message)
+        else:
+            self.data.outbox.append(message)
 
     async def mark_uninstalled(self, tenant_id: int, now: datetime) -> None:
         self.store.calls.append("mark_uninstalled")
@@ -178,6 +213,15 @@ class FakeArmedStore:
             ]
             yield FakeArmedBatch(due[:limit], work)
 
+    async def due_confirmations(self, now: datetime, limit: int) -> list[ConfirmationTarget]:
+        if not self.store.rules.confirm_with_admin_api:
+            return []
+        return [
+            ConfirmationTarget(ShopAccess(TENANT.id, SHOP, "unit-token"), variant)
+            for variant, memory in self.store.data.variants.items()
+            if memory.armed_at is not None and due_at(memory.armed_at, self.store.rules) <= now
+        ][:limit]
+
 
 class FakeStore:
     """``WebhookStore`` in memory; ``in_transaction`` lets the signal check it is called after commit."""
@@ -192,6 +236,10 @@ class FakeStore:
         self.in_transaction = False
         self.fail_on_enqueue = False
         self.excluded_seen: list[int] | None = None
+
+    async def shop_access(self, tenant_id: int) -> ShopAccess | None:
+        self.calls.append("shop_access")
+        return ShopAccess(TENANT.id, TENANT.shop_domain, "unit-token")
 
     async def find_tenant(self, shop_domain: str, *, installed_only: bool = True) -> Tenant | None:
         self.calls.append("find_tenant")
@@ -344,7 +392,16 @@ async def test_in_stock_changes_and_flaps_inside_the_cooldown_do_nothing(
         statuses.append(result.body["status"])
     assert statuses == ["restock", "was_available", "was_available", "cooldown"]
     assert len(store.data.restocks) == len(store.data.outbox) == 1
-    assert signal.notified_after_commit == [True]
+    # Every move of the total is a stock.changed for the wave planner, restock or not.
+    changes = [messages.decode(m.payload.encode(), messages.StockChanged) for m in store.data.changes]
+    assert [(c.previous, c.available, c.source) for c in changes] == [
+        (0, 5, "webhook"),
+        (5, 7, "webhook"),
+        (7, 0, "webhook"),
+        (0, 3, "webhook"),
+    ]
+    assert {m.ordering_key for m in store.data.changes} == {f"{TENANT.id}:{VARIANT}"}
+    assert signal.notified_after_commit == [True] * 4
 
 
 async def test_the_total_sums_locations_but_not_excluded_ones(
@@ -372,7 +429,7 @@ async def test_a_duplicate_webhook_is_answered_and_not_processed(
     second = await handler.handle_webhook(headers, body)
     assert first.body == {"status": "restock"}
     assert (second.status_code, second.body) == (200, {"status": "duplicate"})
-    assert store.calls == ["find_tenant", "claim_receipt"]
+    assert store.calls == ["claim_receipt"]  # the tenant from the handler's cache, checked by the claim
     assert len(store.data.restocks) == 1
 
 
@@ -427,7 +484,7 @@ BAD_REQUESTS = [
     ("no shop", 400, "missing header X-Shopify-Shop-Domain"),
     ("no webhook id", 400, "missing header X-Shopify-Webhook-Id"),
     ("long webhook id", 400, "header X-Shopify-Webhook-Id longer than 128 characters"),
-    ("unknown topic", 400, "unsupported topic 'orders/create'"),
+    ("unknown topic", 400, "unsupported topic 'orders/cancelled'"),
     ("not json", 400, "malformed JSON"),
     ("missing field", 400, "invalid payload: Object missing required field `location_id`"),
     ("unknown shop", 404, "unknown shop 'other.myshopify.com'"),
@@ -435,7 +492,7 @@ BAD_REQUESTS = [
 
 
 def spoiled(how: str) -> tuple[dict[str, str], bytes]:
-    topic = "orders/create" if how == "unknown topic" else "inventory_levels/update"
+    topic = "orders/cancelled" if how == "unknown topic" else "inventory_levels/update"
     payload: object = level(5)
     if how == "not json":
         payload = b"<html>not json</html>"
@@ -522,7 +579,7 @@ async def test_a_webhook_after_the_debounce_ended_fires_the_restock_at_its_end_f
     assert (restock.available, restock.detected_at) == (5, NOW + timedelta(seconds=300))
     assert len(store.data.outbox) == 1
     assert store.data.variants[VARIANT] == VariantMemory(0, NOW + timedelta(seconds=300), None)
-    assert signal.notified_after_commit == [True]
+    assert signal.notified_after_commit == [True, True]  # the 0 -> 5 stock change, then the restock
 
 
 # The armed-restock scheduler
@@ -669,3 +726,271 @@ async def test_a_compliance_payload_without_its_shop_id_is_refused(
         {"detail": "invalid payload: Object missing required field `shop_id`"},
     )
     assert store.data == Data()
+
+
+# --- orders/create ---------------------------------------------------------------------------------------
+
+
+def order(**overrides: object) -> dict:
+    payload = {
+        "id": 820982911946154508,
+        "admin_graphql_api_id": "gid://shopify/Order/820982911946154508",
+        "email": " Shopper@Example.COM ",
+        "phone": "+15551234567",
+        "currency": "EUR",
+        "created_at": "2026-03-01T07:00:00-05:00",
+        "total_price": "41.98",
+        "line_items": [
+            {"id": 1, "variant_id": VARIANT, "product_id": PRODUCT, "quantity": 2, "price": "19.99"},
+            {
+                "id": 2,
+                "variant_id": None,
+                "product_id": None,
+                "quantity": 1,
+                "price": "2.00",
+            },  # a custom item
+        ],
+        "customer": {"id": 5, "email": "shopper@example.com", "phone": None},
+    }
+    return payload | overrides
+
+
+async def test_an_order_becomes_order_created_with_contact_hashes_only(
+    handler: WebhookHandler, store: FakeStore, signal: RecordingSignal
+) -> None:
+    result = await send(handler, order(), "orders/create")
+    assert (result.status_code, result.body) == (200, {"status": "ok", "lines": 1})
+    [message] = store.data.outbox
+    assert (message.routing_key, message.ordering_key) == (
+        topology.ORDER_CREATED,
+        f"7:order:{820982911946154508}",
+    )
+    created = messages.decode(message.payload.encode(), messages.OrderCreated)
+    assert (created.tenant_id, created.shop_domain, created.order_id, created.currency) == (
+        7,
+        SHOP,
+        820982911946154508,
+        "EUR",
+    )
+    assert created.lines == [messages.OrderLine(variant_id=VARIANT, quantity=2, price_cents=1999)]
+    assert created.contact_hashes == sorted(
+        {signatures.contact_hash("shopper@example.com"), signatures.contact_hash("+15551234567")}
+    )
+    assert created.ordered_at == datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    assert "xample" not in message.payload
+    assert "5551234567" not in message.payload
+    assert signal.notified_after_commit == [True]
+    again = await send(handler, order(), "orders/create", webhook_id="webhook-order-repeat")
+    assert again.body == {"status": "ok", "lines": 1}
+    repeat = await send(handler, order(), "orders/create", webhook_id="webhook-order-repeat")
+    assert repeat.body == {"status": "duplicate"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"line_items": [{"variant_id": 1, "quantity": 1, "price": "free"}]}, "invalid price"),
+        ({"line_items": [{"variant_id": 1, "quantity": 1, "price": "-1.00"}]}, "invalid price"),
+        ({"created_at": None}, "created_at"),
+        ({"id": "x"}, "$.id"),
+    ],
+)
+async def test_a_bad_order_is_refused_and_writes_nothing(
+    handler: WebhookHandler, store: FakeStore, overrides: dict[str, object], reason: str
+) -> None:
+    result = await send(handler, order(**overrides), "orders/create")
+    assert result.status_code == 400
+    assert reason in str(result.body["detail"])
+    assert store.data.outbox == []
+    assert store.data.receipts == {}
+
+
+def test_order_contacts_without_any_contact_hash_nothing() -> None:
+    from restock_detector.handler import _order_contacts
+    from restock_detector.payloads import Order, decode
+
+    bare = decode(json.dumps(order(email=None, phone="  ", customer=None)).encode(), Order)
+    assert _order_contacts(bare) == []
+
+
+# --- an unknown inventory item, looked up through the Admin API -------------------------------------
+
+
+class FakeAdmin:
+    """The Admin API port: answers the item lookup and the confirmation read from what the test sets."""
+
+    def __init__(
+        self,
+        owner: ItemOwner | None = None,
+        levels: list[int] | None = None,
+        fail: Exception | None = None,
+    ) -> None:
+        self.owner, self.levels, self.fail = owner, levels, fail
+        self.asked: list[str] = []
+
+    async def item_owner(self, shop: ShopAccess, inventory_item_id: int) -> ItemOwner | None:
+        self.asked.append(f"item:{inventory_item_id}")
+        if self.fail is not None:
+            raise self.fail
+        return self.owner
+
+    async def variant_levels(self, shop: ShopAccess, variant_id: int) -> CatalogVariant | None:
+        self.asked.append(f"variant:{variant_id}")
+        if self.fail is not None:
+            raise self.fail
+        if self.levels is None:
+            return None
+        at = NOW + timedelta(seconds=30)
+        return CatalogVariant(
+            variant_id,
+            PRODUCT,
+            ITEM,
+            tuple(Level(ITEM, LOCATION + n, quantity, at) for n, quantity in enumerate(self.levels)),
+        )
+
+
+async def test_an_unknown_item_is_looked_up_mapped_and_judged(
+    store: FakeStore, signal: RecordingSignal
+) -> None:
+    admin = FakeAdmin(owner=ItemOwner(VARIANT, PRODUCT))
+    handler = WebhookHandler(SECRET, store, signal, lambda: NOW, admin)
+    result = await send(handler, level(5), "inventory_levels/update")
+    assert result.body == {"status": "restock"}
+    assert admin.asked == [f"item:{ITEM}"]
+    assert store.data.items[ITEM] == ItemMapping(ITEM, VARIANT, PRODUCT, None, None)
+    [restock] = store.data.restocks
+    assert (restock.variant_id, restock.available) == (VARIANT, 5)
+    # The first transaction (receipt and snapshot) committed before the lookup; the second judged it.
+    assert store.calls.index("shop_access") > store.calls.index("claim_receipt")
+    assert signal.notified_after_commit == [True]
+
+
+@pytest.mark.parametrize(
+    "admin",
+    [
+        FakeAdmin(fail=AdminApiError(throttle.Failure.UNAVAILABLE, "HTTP 503")),
+        FakeAdmin(fail=TimeoutError()),
+        FakeAdmin(owner=None),  # Shopify knows no such item
+        None,  # no Admin API configured
+    ],
+)
+async def test_a_failed_lookup_keeps_the_observation_for_the_next_sync(
+    store: FakeStore, signal: RecordingSignal, admin: FakeAdmin | None
+) -> None:
+    handler = WebhookHandler(SECRET, store, signal, lambda: NOW, admin)
+    result = await send(handler, level(5), "inventory_levels/update")
+    assert (result.status_code, result.body) == (200, {"status": "unknown_item"})
+    assert store.data.snapshots[(ITEM, LOCATION)].available == 5  # kept
+    assert store.data.items == {}
+    assert store.data.restocks == []
+    assert len(store.data.receipts) == 1  # answered: Shopify must not resend it for two days
+
+
+# --- the confirmation read ---------------------------------------------------------------------------
+
+
+CONFIRMING = Rules(debounce_seconds=0, confirm_with_admin_api=True)
+
+
+async def confirmed_run(admin: FakeAdmin) -> tuple[FakeStore, RecordingSignal]:
+    store = FakeStore(CONFIRMING)
+    signal = RecordingSignal(store)
+    handler = WebhookHandler(SECRET, store, signal, lambda: NOW, admin)
+    await known_variant(handler)
+    assert await level_at(handler, 5, NOW) == "armed"  # no debounce, but the read comes first
+    assert store.data.restocks == []
+    scheduler = ArmedRestockScheduler(
+        FakeArmedStore(store), signal, lambda: NOW + timedelta(seconds=1), admin=admin
+    )
+    assert await scheduler.tick() == 1
+    return store, signal
+
+
+async def test_a_confirmed_restock_fires_with_shopifys_number() -> None:
+    store, _ = await confirmed_run(FakeAdmin(levels=[3, 1]))
+    [restock] = store.data.restocks
+    assert (restock.available, restock.detected_at) == (4, NOW)
+    assert store.data.variants[VARIANT].armed_at is None
+
+
+async def test_a_phantom_restock_is_vetoed_recorded_and_corrected() -> None:
+    store, _ = await confirmed_run(FakeAdmin(levels=[0]))
+    assert store.data.restocks == []
+    assert store.data.outbox == []
+    [entry] = store.data.audit
+    assert (entry.action, entry.target_type, entry.target_ids) == (
+        "restock.not_confirmed",
+        "variant",
+        [VARIANT],
+    )
+    assert (entry.detail["detector_total"], entry.detail["admin_api_total"]) == (5, 0)
+    # Shopify's newer level replaced ours: the variant is remembered at 0 and disarmed.
+    snapshot = store.data.snapshots[(ITEM, LOCATION)]
+    assert (snapshot.available, snapshot.source) == (0, "confirmation")
+    assert store.data.variants[VARIANT] == VariantMemory(0, None, None)
+
+
+async def test_an_unreachable_admin_api_keeps_the_restock_armed() -> None:
+    store, _ = await confirmed_run(FakeAdmin(fail=AdminApiError(throttle.Failure.UNAVAILABLE, "HTTP 502")))
+    assert store.data.restocks == []
+    assert store.data.variants[VARIANT].armed_at == NOW  # asked again at the next tick
+
+
+# --- the tenant cache of the level hot path ------------------------------------------------------------
+
+
+async def test_levels_use_the_cached_tenant_but_never_for_an_uninstalled_shop(
+    handler: WebhookHandler, store: FakeStore
+) -> None:
+    await known_variant(handler)
+    assert (await send(handler, level(0), "inventory_levels/update")).body == {"status": "still_out"}
+    store.calls.clear()
+    second = await send(handler, level(0, at=NOW + timedelta(seconds=1)), "inventory_levels/update")
+    assert second.body == {"status": "still_out"}
+    assert "find_tenant" not in store.calls
+    uninstalled = await send(handler, {"id": 1}, "app/uninstalled")
+    assert uninstalled.body == {"status": "uninstalled"}
+    store.uninstalled.add(SHOP)
+    store.calls.clear()
+    refused = await send(handler, level(5, at=NOW + timedelta(seconds=2)), "inventory_levels/update")
+    assert (refused.status_code, refused.body) == (404, {"detail": f"unknown shop {SHOP!r}"})
+    assert store.calls == ["find_tenant"]  # the cached tenant was not trusted: looked up, gone
+    assert store.data.restocks == []
+    assert len(store.data.receipts) == 4  # product, two levels, the uninstall: not the refused level
+
+
+async def test_a_reinstalled_shop_is_looked_up_again(handler: WebhookHandler, store: FakeStore) -> None:
+    await known_variant(handler)
+    await send(handler, level(0), "inventory_levels/update")
+    stale = Tenant(99, SHOP)
+    handler.tenants.put(SHOP, stale, NOW)  # what the cache held from before a shop/redact and reinstall
+
+    class Reinstalled(FakeUnitOfWork):
+        async def claim_level(self, receipt: Receipt, tenant_id: int, inventory_item_id: int) -> LevelClaim:
+            if tenant_id == stale.id:
+                return LevelClaim(installed=False, claimed=False)
+            return await super().claim_level(receipt, tenant_id, inventory_item_id)
+
+    original = store.unit_of_work
+
+    @asynccontextmanager
+    async def unit_of_work() -> AsyncIterator[FakeUnitOfWork]:
+        async with original() as work:
+            work.__class__ = Reinstalled
+            yield work
+
+    store.unit_of_work = unit_of_work  # type: ignore[method-assign]
+    result = await send(handler, level(4, at=NOW + timedelta(seconds=1)), "inventory_levels/update")
+    assert result.body == {"status": "restock"}
+    assert handler.tenants.get(SHOP, NOW) == TENANT
+
+
+def test_the_tenant_cache_expires_and_is_bounded() -> None:
+    cache = TenantCache()
+    cache.put(SHOP, TENANT, NOW)
+    assert cache.get(SHOP, NOW + TenantCache.TTL) == TENANT
+    assert cache.get(SHOP, NOW + TenantCache.TTL + timedelta(seconds=1)) is None
+    for n in range(TenantCache.SIZE):
+        cache.put(f"shop-{n}.myshopify.com", Tenant(n, "x"), NOW)
+    assert cache.get(SHOP, NOW) is None  # full: started over
+    assert len(cache._tenants) == 1

@@ -16,8 +16,9 @@ class FakeBatch:
         self.outbox = outbox
         self.rows = rows
 
-    async def mark_published(self, row_id: int) -> None:
-        self.outbox.published.append(row_id)
+    async def mark_published(self, row_ids: Sequence[int]) -> None:
+        self.outbox.published.extend(row_ids)
+        self.outbox.mark_calls += 1
 
     async def note_failure(self, row_id: int) -> None:
         self.outbox.failures.append(row_id)
@@ -31,6 +32,7 @@ class FakeOutbox:
         ]
         self.published: list[int] = []
         self.failures: list[int] = []
+        self.mark_calls = 0
 
     def add(self, count: int) -> None:
         start = len(self.rows) + 1
@@ -70,6 +72,7 @@ async def test_rows_are_published_in_order_with_their_bytes_and_trace_then_marke
         (f"payload-{i}".encode(), "restock.detected", f"m-{i}", f"tp-{i}") for i in (1, 2, 3)
     ]
     assert outbox.published == [1, 2, 3]
+    assert outbox.mark_calls == 1  # one statement for the batch
 
 
 async def test_a_failed_publish_ends_the_batch_and_keeps_it_and_the_rest() -> None:

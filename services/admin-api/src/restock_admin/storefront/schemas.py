@@ -31,7 +31,7 @@ class SubscribeRequest(msgspec.Struct, frozen=True, kw_only=True):
     )
     quantity: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1
     # The version of the consent wording the widget showed, kept as evidence with the signup.
-    consent_text_version: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] = "v1"
+    consent_text_version: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{1,32}$")] = "v1"
 
 
 class SubscriptionOut(msgspec.Struct, frozen=True, kw_only=True):

@@ -13,6 +13,7 @@ Rules:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 _RANK = {
@@ -29,6 +30,10 @@ _RANK = {
     "canceled": 3,
     "read": 4,
 }
+# A Message SID is "SM" (SMS) or "MM" (MMS) and 32 hex digits; a Twilio error code is a number. Anything
+# else in a signed callback is refused before it reaches a column (PostgreSQL cannot hold a NUL, say).
+_MESSAGE_SID = re.compile(r"(?:SM|MM)[0-9a-fA-F]{32}")
+_ERROR_CODE = re.compile(r"\d{1,6}")
 PERMANENT_CODES = frozenset({"21610", "30003", "30004", "30005", "30006", "30007", "30008"})
 OPT_OUT_CODE = "21610"
 
@@ -40,6 +45,16 @@ class Receipt:
     message_sid: str
     status: str
     error_code: str | None
+
+
+def message_sid(value: str) -> str | None:
+    """``value`` if it is a Message SID, else None."""
+    return value if _MESSAGE_SID.fullmatch(value) else None
+
+
+def error_code(value: str | None) -> str | None:
+    """``value`` if it is a Twilio error code, else None."""
+    return value if value and _ERROR_CODE.fullmatch(value) else None
 
 
 def is_known(status: str) -> bool:

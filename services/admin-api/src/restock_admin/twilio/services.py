@@ -36,7 +36,7 @@ class InboundService:
         """The TwiML answer to one inbound message."""
         asked = keywords.keyword(params.get("Body", ""))
         phone = _e164(params.get("From", ""))
-        sid = params.get("MessageSid", "")[:64]
+        sid = receipts.message_sid(params.get("MessageSid", ""))
         if asked is None or phone is None:
             logger.info(
                 "inbound sms ignored",
@@ -73,17 +73,15 @@ class StatusService:
 
     async def record(self, params: Mapping[str, str]) -> bool:
         """Record one callback; False when it is malformed (no MessageSid or an unknown status)."""
-        receipt = receipts.Receipt(
-            params.get("MessageSid", "")[:64],
-            params.get("MessageStatus", "").lower(),
-            params.get("ErrorCode") or None,
-        )
-        if not receipt.message_sid or not receipts.is_known(receipt.status):
+        sid = receipts.message_sid(params.get("MessageSid", ""))
+        status = params.get("MessageStatus", "").lower()
+        if sid is None or not receipts.is_known(status):
             logger.warning(
                 "twilio status refused",
-                extra={"message_sid": receipt.message_sid, "status": receipt.status[:32]},
+                extra={"message_sid": sid, "status": status[:32].replace("\x00", "")},
             )
             return False
+        receipt = receipts.Receipt(sid, status, receipts.error_code(params.get("ErrorCode")))
         now = self.clock()
         subscription_ids = await self.receipts.record(receipt, receipts.error_kind(receipt), now)
         logger.info(

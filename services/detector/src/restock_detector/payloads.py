@@ -14,6 +14,13 @@ from typing import Annotated, Final, TypeVar
 import msgspec
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+# What the columns can hold, checked at decoding so an out-of-range value is a 400 naming the field, never a
+# database error: Shopify ids are positive 64-bit (bigint), quantities 32-bit (integer), and PostgreSQL text
+# cannot hold a NUL character.
+ShopifyId = Annotated[int, msgspec.Meta(gt=0, le=2**63 - 1)]
+Quantity = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
+Text = Annotated[str, msgspec.Meta(pattern=r"^[^\x00]*$")]
+Sku = Annotated[str, msgspec.Meta(max_length=255, pattern=r"^[^\x00]*$")]
 
 INVENTORY_LEVELS_UPDATE: Final = "inventory_levels/update"
 PRODUCTS_CREATE: Final = "products/create"
@@ -30,10 +37,10 @@ DEFAULT_VARIANT_TITLE: Final = "Default Title"
 class InventoryLevelUpdate(msgspec.Struct, frozen=True, kw_only=True):
     """``inventory_levels/update``: one item's level at one location."""
 
-    inventory_item_id: int
-    location_id: int
+    inventory_item_id: ShopifyId
+    location_id: ShopifyId
     # None: the item's inventory is not tracked by Shopify; negative: oversold.
-    available: int | None
+    available: Quantity | None
     updated_at: AwareDatetime
     admin_graphql_api_id: str | None = None
 
@@ -41,19 +48,19 @@ class InventoryLevelUpdate(msgspec.Struct, frozen=True, kw_only=True):
 class Variant(msgspec.Struct, frozen=True, kw_only=True):
     """A variant inside a product payload."""
 
-    id: int
-    title: str
-    inventory_item_id: int
-    product_id: int | None = None
-    sku: str | None = None
-    inventory_quantity: int | None = None
+    id: ShopifyId
+    title: Text
+    inventory_item_id: ShopifyId
+    product_id: ShopifyId | None = None
+    sku: Sku | None = None
+    inventory_quantity: Quantity | None = None
 
 
 class Product(msgspec.Struct, frozen=True, kw_only=True):
     """``products/create`` and ``products/update``: the product with all its variants."""
 
-    id: int
-    title: str
+    id: ShopifyId
+    title: Text
     variants: list[Variant]
 
 
@@ -90,8 +97,8 @@ class PrivacyRequest(msgspec.Struct, frozen=True, kw_only=True):
 class OrderLineItem(msgspec.Struct, frozen=True, kw_only=True):
     """A line of an order; a custom item (no product) has no ``variant_id``."""
 
-    variant_id: int | None = None
-    quantity: int = 1
+    variant_id: ShopifyId | None = None
+    quantity: Quantity = 1
     price: str = "0"
 
 
@@ -105,7 +112,7 @@ class OrderContact(msgspec.Struct, frozen=True, kw_only=True):
 class Order(msgspec.Struct, frozen=True, kw_only=True):
     """``orders/create``: who bought which variants. Email and phone are only hashed."""
 
-    id: int
+    id: ShopifyId
     created_at: AwareDatetime
     line_items: list[OrderLineItem]
     currency: str | None = None

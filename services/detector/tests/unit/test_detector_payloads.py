@@ -120,3 +120,47 @@ def test_a_json_value_of_the_wrong_shape_is_invalid_not_malformed() -> None:
 )
 def test_variant_title(variant: str, expected: str) -> None:
     assert variant_title("Example T-Shirt", Variant(id=1, title=variant, inventory_item_id=2)) == expected
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "path"),
+    [
+        ("available", 2**31, "$.available"),
+        ("available", -(2**31) - 1, "$.available"),
+        ("inventory_item_id", 2**63, "$.inventory_item_id"),
+        ("location_id", 0, "$.location_id"),
+        ("location_id", -5, "$.location_id"),
+    ],
+)
+def test_a_level_the_columns_cannot_hold_is_refused_with_its_field(field: str, value: int, path: str) -> None:
+    with pytest.raises(PayloadError) as error:
+        decode(json.dumps({**LEVEL, field: value}).encode(), InventoryLevelUpdate)
+    assert path in error.value.reason
+
+
+def test_the_extremes_the_columns_can_hold_are_accepted() -> None:
+    level = decode(
+        json.dumps({**LEVEL, "available": -(2**31), "inventory_item_id": 2**63 - 1}).encode(),
+        InventoryLevelUpdate,
+    )
+    assert (level.available, level.inventory_item_id) == (-(2**31), 2**63 - 1)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "path"),
+    [
+        (lambda p: {**p, "id": 2**63}, "$.id"),
+        (lambda p: {**p, "title": "bad\x00title"}, "$.title"),
+        (lambda p: {**p, "variants": [{**p["variants"][0], "sku": "s\x00"}]}, "$.variants[0].sku"),
+        (lambda p: {**p, "variants": [{**p["variants"][0], "sku": "s" * 256}]}, "$.variants[0].sku"),
+        (lambda p: {**p, "variants": [{**p["variants"][0], "title": "\x00"}]}, "$.variants[0].title"),
+        (
+            lambda p: {**p, "variants": [{**p["variants"][0], "inventory_item_id": 2**64 - 1}]},
+            "$.variants[0].inventory_item_id",
+        ),
+    ],
+)
+def test_a_product_the_columns_cannot_hold_is_refused_with_its_field(mutate, path: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(PayloadError) as error:
+        decode(json.dumps(mutate(PRODUCT)).encode(), Product)
+    assert path in error.value.reason

@@ -13,13 +13,19 @@ before the provider is called, with the attempt number. From ``processing`` exac
   ``next_attempt_at`` after a jittered exponential backoff; without attempts left: ``dead-letter``;
 - a permanent failure (5xx): ``failed-permanent``;
 - our own configuration is wrong (e.g. SMTP auth): the job goes back to ``pending`` untouched by the
-  recipient's fate; the channel, not the job, is at fault.
+  recipient's fate, due again at once; the channel, not the job, is at fault, and pauses
+  (``restock_sender.pause``) until its provider accepts our configuration.
+
+Before the claim, admission (``restock_sender.admission``) may ``defer`` a pending job: it stays
+``pending`` with a ``next_attempt_at`` (a rate limit, a send window, a paused channel) and no attempt
+spent, and the scheduler publishes it again when due.
 
 A job left in ``processing`` past its lease (its sender died) is reaped per channel (``LEASE_EXPIRY``):
-for email the outcome is unknowable, so it becomes ``indeterminate``; for SMS the provider can be asked
-(not implemented yet: such jobs are left in ``processing``). Only ``failed-temporary`` is retried
-automatically: when due, the retry scheduler moves it back to ``pending`` and republishes it, so every
-send starts with the same claim. ``dead-letter`` and
+for email the outcome is unknowable, so it becomes ``indeterminate``; for SMS the provider is asked (Twilio's
+message list): found, the job is ``sent`` (``found-at-provider``); not found, it goes back to ``pending``
+for a new attempt (``not-at-provider``); when Twilio cannot be asked it stays ``processing`` until it can.
+Only ``failed-temporary`` is retried automatically: when due, the retry scheduler moves it back to
+``pending`` and republishes it, so every send starts with the same claim. ``dead-letter`` and
 ``indeterminate`` leave only through a manual, audited ``replay``. ``sent``, ``failed-permanent``,
 ``duplicate-suppressed`` and ``skipped-opted-out`` are final. Anything not in ``TRANSITIONS`` is refused.
 
@@ -53,6 +59,9 @@ class Event(enum.StrEnum):
     RETRY_DUE = "retry-due"
     REPLAY = "replay"
     WAVE_RELEASE = "wave-release"  # the dispatcher's wave planner lets a waiting job go
+    DEFER = "defer"  # admission holds a pending job back unclaimed (limit, send window, pause; ADR 16)
+    FOUND_AT_PROVIDER = "found-at-provider"  # lease expired; the provider's list shows the message went out
+    NOT_AT_PROVIDER = "not-at-provider"  # lease expired; the provider's list shows it never went out
 
 
 S, E = JobState, Event
@@ -63,6 +72,7 @@ TRANSITIONS: dict[tuple[JobState, Event], JobState] = {
     (S.PENDING, E.CLAIM): S.PROCESSING,
     (S.PENDING, E.DUPLICATE): S.DUPLICATE_SUPPRESSED,
     (S.PENDING, E.OPTED_OUT): S.SKIPPED_OPTED_OUT,
+    (S.PENDING, E.DEFER): S.PENDING,
     (S.PROCESSING, E.DELIVERED): S.SENT,
     (S.PROCESSING, E.TEMPORARY_FAILURE): S.FAILED_TEMPORARY,
     (S.PROCESSING, E.ATTEMPTS_EXHAUSTED): S.DEAD_LETTER,
@@ -71,6 +81,8 @@ TRANSITIONS: dict[tuple[JobState, Event], JobState] = {
     (S.PROCESSING, E.OPTED_OUT): S.SKIPPED_OPTED_OUT,
     (S.PROCESSING, E.DUPLICATE): S.DUPLICATE_SUPPRESSED,
     (S.PROCESSING, E.LEASE_EXPIRED): S.INDETERMINATE,
+    (S.PROCESSING, E.FOUND_AT_PROVIDER): S.SENT,
+    (S.PROCESSING, E.NOT_AT_PROVIDER): S.PENDING,
     (S.FAILED_TEMPORARY, E.RETRY_DUE): S.PENDING,
     (S.DEAD_LETTER, E.REPLAY): S.PENDING,
     (S.INDETERMINATE, E.REPLAY): S.PENDING,
@@ -96,18 +108,30 @@ def next_state(state: JobState, event: Event) -> JobState:
 # --- classifying provider errors -----------------------------------------------------------------------
 
 ErrorKind = Literal["response", "timeout", "connection", "protocol"]
+Provider = Literal["smtp", "twilio"]
 
 
 class ProviderError(Exception):
     """A provider call that did not deliver, as data: ``kind`` of failure, the provider's ``code`` (an SMTP
-    reply code such as ``"550"`` or an enhanced status such as ``"5.1.1"``; ``None`` without a reply) and
-    its ``detail`` text."""
+    reply code such as ``"550"`` or an enhanced status such as ``"5.1.1"``; a Twilio error code such as
+    ``"21211"``; ``None`` without a reply) and its ``detail`` text. ``provider`` says whose code it is, and
+    ``status`` is the HTTP status of an HTTP provider's answer."""
 
-    def __init__(self, kind: ErrorKind, code: str | None, detail: str) -> None:
+    def __init__(
+        self,
+        kind: ErrorKind,
+        code: str | None,
+        detail: str,
+        *,
+        provider: Provider = "smtp",
+        status: int | None = None,
+    ) -> None:
         super().__init__(kind, code, detail)
         self.kind = kind
         self.code = code
         self.detail = detail
+        self.provider = provider
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -120,10 +144,12 @@ class Retry:
 
 @dataclass(frozen=True)
 class Permanent:
-    """The recipient or the message is refused for good."""
+    """The recipient or the message is refused for good; ``opted_out``: the recipient told the provider to
+    stop (Twilio 21610), so the subscription is unsubscribed too."""
 
     reason: str
     kind: Literal["permanent"] = "permanent"
+    opted_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -151,10 +177,41 @@ def _status_class(code: str | None, detail: str) -> tuple[str | None, str | None
     return (enhanced[0] if enhanced else None), enhanced
 
 
+# Twilio error codes (https://www.twilio.com/docs/api/errors), by what they say about the recipient.
+TWILIO_CODES: dict[str, Classification] = {
+    "20003": Configuration("twilio 20003: authentication failed"),
+    "20429": Retry("twilio 20429: too many requests"),
+    "21211": Permanent("twilio 21211: invalid 'To' number"),
+    "21408": Permanent("twilio 21408: region not enabled for this number"),
+    "21610": Permanent("twilio 21610: recipient replied STOP", opted_out=True),
+    "21614": Permanent("twilio 21614: 'To' is not a mobile number"),
+    "30005": Permanent("twilio 30005: unknown destination handset"),
+    "30006": Permanent("twilio 30006: landline or unreachable carrier"),
+}
+
+
+def _classify_twilio(error: ProviderError) -> Classification:
+    """Known codes first; then the HTTP status: 429 and 5xx are temporary, 401/403 blame our credentials,
+    any other 4xx refuses this request for good (the same request would be refused again)."""
+    known = TWILIO_CODES.get(error.code or "")
+    if known is not None:
+        return known
+    status = error.status or 0
+    if status == 429 or status >= 500:
+        return Retry(f"twilio http {status} ({error.code})")
+    if status in (401, 403):
+        return Configuration(f"twilio http {status} ({error.code})")
+    if 400 <= status < 500:
+        return Permanent(f"twilio http {status} ({error.code})")
+    return Retry(f"twilio unclassified ({error.code})")
+
+
 def classify(error: ProviderError) -> Classification:
-    """Temporary, permanent or configuration, from an SMTP reply or the absence of one."""
+    """Temporary, permanent or configuration, from an SMTP reply, a Twilio error, or the absence of one."""
     if error.kind in ("timeout", "connection"):
         return Retry(f"{error.kind}: no reply")
+    if error.provider == "twilio":
+        return _classify_twilio(error)
     digit, enhanced = _status_class(error.code, error.detail)
     if error.code in _CONFIGURATION_CODES or enhanced in _CONFIGURATION_CODES:
         return Configuration(f"authentication or policy refused ({error.code})")
@@ -204,7 +261,8 @@ def decide(
     if isinstance(outcome, Permanent):
         return Decision(Event.PERMANENT_FAILURE)
     if isinstance(outcome, Configuration):
-        return Decision(Event.CONFIGURATION_ERROR)
+        # Due at once: the scheduler publishes it again as soon as the paused channel resumes (ADR 16).
+        return Decision(Event.CONFIGURATION_ERROR, 0.0)
     if attempt >= policy.max_attempts:
         return Decision(Event.ATTEMPTS_EXHAUSTED)
     return Decision(Event.TEMPORARY_FAILURE, backoff(attempt, policy.base_seconds, policy.cap_seconds, rng))
@@ -217,7 +275,7 @@ class LeaseExpiry(enum.Enum):
     """What the reaper does with a job of a channel found in ``processing`` past its lease."""
 
     MARK_INDETERMINATE = "mark-indeterminate"  # SMTP cannot be asked whether it got the message
-    ASK_PROVIDER = "ask-provider"  # Twilio's message list can tell (not implemented yet: left alone)
+    ASK_PROVIDER = "ask-provider"  # Twilio's message list can tell (``restock_sender.lease``)
 
 
 LEASE_EXPIRY: dict[Channel, LeaseExpiry] = {

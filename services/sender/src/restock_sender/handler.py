@@ -9,11 +9,14 @@ is decided (by ``delivery.TRANSITIONS``) and handed to the store.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
+import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -21,28 +24,37 @@ from opentelemetry import propagate, trace
 from restock_common.broker import Outcome
 from restock_common.faults import FaultPoints
 from restock_common.messages import Channel, JobBatch
-from restock_common.telemetry import current_trace_id, current_traceparent
+from restock_common.telemetry import current_trace_id
+from restock_sender.admission import CHANNEL_PAUSED, Admission, Admit
 from restock_sender.delivery import (
     Classification,
     Decision,
     Event,
     JobState,
+    Permanent,
     ProviderError,
     classify,
     decide,
     next_state,
 )
+from restock_sender.limiter import Limit
+from restock_sender.outbound import EmailOutbound, Outbound, PublicLinks
+from restock_sender.pause import ChannelPause
 from restock_sender.ports import (
     AttemptRecord,
     ClaimedJob,
-    EmailMessage,
+    Deferral,
+    DeliveryMetrics,
     EmailProvider,
     JobStore,
+    NoMetrics,
     NotClaimable,
     ProviderReceipt,
     RenderError,
+    SmsProvider,
     TemplateRecord,
     TemplateRenderer,
+    TemplateStore,
 )
 from restock_sender.templates import restock_variables
 
@@ -59,36 +71,64 @@ def _skip_reason(job: ClaimedJob) -> str | None:
     """Why this job must not be sent any more (consent is re-checked at send time), if it must not."""
     if job.subscription_state != "confirmed" or job.unsubscribed_at is not None:
         return "opted-out"
-    if not job.email:
+    if not (job.phone if job.channel == "sms" else job.email):
         return "no-contact"
     return None
 
 
-def _redacted(detail: str, address: str | None) -> str:
+def _redacted(detail: str, *contacts: str | None) -> str:
     """Provider replies often echo the recipient; personal data stays in ``subscriptions`` only."""
-    if not address:
-        return detail
-    return re.sub(re.escape(address), "<recipient>", detail, flags=re.IGNORECASE)
+    for contact in filter(None, contacts):
+        detail = re.sub(re.escape(contact), "<recipient>", detail, flags=re.IGNORECASE)
+    return detail
+
+
+# A reserved send (rate limits, ADR 16) is prepared this long before its instant and waits in its slot
+# for the rest: long enough for a claim and a render on a loaded machine, short enough to hold few slots.
+PREPARE_LEAD_SECONDS = 0.025
+
+# Waits, right before the provider call, for the current task's reserved instant (set per task by
+# BatchHandler; ``None``: an unthrottled send goes at once).
+_release: contextvars.ContextVar[Callable[[], Awaitable[None]] | None] = contextvars.ContextVar(
+    "release", default=None
+)
+
+
+async def _until_reserved_instant() -> None:
+    release = _release.get()
+    if release is not None:
+        await release()
 
 
 class JobHandler:
-    """Delivers one notification job by email."""
+    """Delivers one notification job on its channel (``outbound``: email unless told otherwise)."""
 
     def __init__(
         self,
         store: JobStore,
-        provider: EmailProvider,
+        provider: EmailProvider | SmsProvider,
         renderer: TemplateRenderer,
         template: TemplateRecord,
         faults: FaultPoints,
         clock: Callable[[], datetime],
         rng: Callable[[], float],
         lease_seconds: int,
+        *,
+        outbound: Outbound | None = None,
+        templates: TemplateStore | None = None,
+        links: PublicLinks | None = None,
+        metrics: DeliveryMetrics | None = None,
+        pause: ChannelPause | None = None,
     ) -> None:
         self.store = store
         self.provider = provider
+        self.outbound: Outbound = outbound or EmailOutbound(cast(EmailProvider, provider))
         self.renderer = renderer
-        self.template = template
+        self.template = template  # the channel's built-in alert, for jobs without a pinned template
+        self.templates = templates
+        self.links = links
+        self.metrics: DeliveryMetrics = metrics or NoMetrics()
+        self.pause = pause  # a configuration error pauses the channel (ADR 16)
         self.faults = faults
         self.clock = clock
         self.rng = rng
@@ -112,9 +152,13 @@ class JobHandler:
         reason = _skip_reason(job)
         if reason is not None:
             return await self._conclude(job, Decision(Event.OPTED_OUT), started, decision_note=reason)
-        variables = restock_variables(job.shop_domain, job.variant_id, job.product_title)
+        unsubscribe_url = self.links.unsubscribe(job.subscription_id) if self.links else ""
+        variables = restock_variables(job.shop_domain, job.variant_id, job.product_title, unsubscribe_url)
+        template = await self._template(job)
         try:
-            rendered = self.renderer.render(self.template, variables)
+            if template is None:
+                raise RenderError(f"template {job.template_id} pinned on the job does not exist")
+            rendered = self.renderer.render(template, variables)
         except RenderError as error:
             return await self._conclude(
                 job,
@@ -123,33 +167,40 @@ class JobHandler:
                 variables=variables,
                 error_kind="configuration",
                 error_detail=str(error),
+                template=template,
             )
-        assert job.email is not None  # _skip_reason refused a job without an address
-        message = EmailMessage(
-            to=job.email,
-            subject=rendered.subject,
-            text=rendered.text,
-            html=rendered.html,
-            notification_key=job.notification_key,
-            shop_domain=job.shop_domain,
-            traceparent=current_traceparent(),
-        )
+        await _until_reserved_instant()
         self.faults.reach("before_provider_call")
         try:
-            receipt = await self.provider.send(message)
+            sent = await self.outbound.send(job, rendered, unsubscribe_url)
         except ProviderError as error:
-            return await self._failed(job, error, started, variables)
+            return await self._failed(job, error, started, variables, template)
         self.faults.reach("after_provider_ok_before_commit")
         return await self._conclude(
             job,
             decide(None, job.attempt, job.policy, self.rng),
             started,
             variables=variables,
-            receipt=receipt,
+            receipt=sent.receipt,
+            template=template,
+            segments=sent.segments,
         )
 
+    async def _template(self, job: ClaimedJob) -> TemplateRecord | None:
+        """The version pinned at freeze (marked used from now on), or the channel's built-in one."""
+        if job.template_id is None or self.templates is None:
+            return self.template
+        # Marked first: from then on the version cannot be rewritten, so what is loaded (and cached) stays.
+        await self.templates.mark_used(job.template_id)
+        return await self.templates.load(job.template_id)
+
     async def _failed(
-        self, job: ClaimedJob, error: ProviderError, started: datetime, variables: Mapping[str, Any]
+        self,
+        job: ClaimedJob,
+        error: ProviderError,
+        started: datetime,
+        variables: Mapping[str, Any],
+        template: TemplateRecord | None = None,
     ) -> JobState:
         classification: Classification = classify(error)
         if classification.kind == "configuration":
@@ -157,15 +208,20 @@ class JobHandler:
                 "provider refused our configuration; job returned to pending",
                 extra={"job_id": job.job_id, "error_code": error.code, "reason": classification.reason},
             )
+            if self.pause is not None:
+                await self.pause.pause(classification.reason, error.code)
         decision = decide(classification, job.attempt, job.policy, self.rng)
         return await self._conclude(
             job,
             decision,
             started,
+            decision_note=CHANNEL_PAUSED if classification.kind == "configuration" else None,
             variables=variables,
             error_kind=classification.kind,
             error_code=error.code,
-            error_detail=_redacted(f"{error.kind}: {error.detail}", job.email)[:2000],
+            error_detail=_redacted(f"{error.kind}: {error.detail}", job.email, job.phone)[:2000],
+            template=template,
+            opted_out_at_provider=isinstance(classification, Permanent) and classification.opted_out,
         )
 
     async def _conclude(
@@ -180,6 +236,9 @@ class JobHandler:
         error_kind: str | None = None,
         error_code: str | None = None,
         error_detail: str | None = None,
+        template: TemplateRecord | None = None,
+        segments: int | None = None,
+        opted_out_at_provider: bool = False,
     ) -> JobState:
         """Decide the next state from the table and record the attempt: the one place state is written."""
         state = next_state(job.state, decision.event)
@@ -187,19 +246,22 @@ class JobHandler:
         record = AttemptRecord(
             job=job,
             state=state,
-            provider=None if variables is None else "smtp",
+            provider=None if variables is None else self.outbound.provider,
             receipt=receipt,
             error_kind=error_kind,
             error_code=error_code,
             error_detail=error_detail,
             next_attempt_at=retry_at,
             decision=decision_note,
-            template=None if variables is None else self.template,
+            template=None if variables is None else (template or self.template),
             variables=dict(variables or {}),
             trace_id=current_trace_id(),
             started_at=started,
+            segments=segments,
+            opted_out_at_provider=opted_out_at_provider,
         )
         applied = await self.store.record(record)
+        self.metrics.attempt_recorded(job, state, error_kind)
         log.info(
             "attempt recorded",
             extra={
@@ -217,10 +279,20 @@ class BatchHandler:
     """The consumer handler of ``jobs.<channel>``: every job of a batch, started in FIFO order, at most
     ``concurrency`` at once across all batches of this process; acked when every outcome committed."""
 
-    def __init__(self, jobs: JobHandler, channel: Channel, concurrency: int, faults: FaultPoints) -> None:
+    def __init__(
+        self,
+        jobs: JobHandler,
+        channel: Channel,
+        concurrency: int,
+        faults: FaultPoints,
+        *,
+        admission: Admission | None = None,
+    ) -> None:
         self.jobs = jobs
         self.channel = channel
         self.faults = faults
+        self.admission = admission  # None: every job is claimed at once (no limits, windows or pause)
+        self._next_release: dict[str, float] = {}  # per limit key: no release of this process sooner
         self._slots = asyncio.Semaphore(concurrency)
 
     async def __call__(self, batch: JobBatch) -> Outcome:
@@ -244,18 +316,80 @@ class BatchHandler:
 
     async def _run_in_order(self, job_ids: list[int]) -> list[object]:
         tasks: list[asyncio.Task[JobState | None]] = []
+        failure: Exception | None = None
         try:
-            for job_id in job_ids:
-                await self._slots.acquire()
-                tasks.append(asyncio.create_task(self._run(job_id)))
+            await self._start_admitted(job_ids, tasks)
         except asyncio.CancelledError:
             for task in tasks:
                 task.cancel()
             raise
-        return list(await asyncio.gather(*tasks, return_exceptions=True))
+        except Exception as error:  # admission failed: the started jobs finish, the batch is requeued
+            failure = error
+        results: list[object] = list(await asyncio.gather(*tasks, return_exceptions=True))
+        return results if failure is None else [*results, failure]
+
+    async def _start_admitted(self, job_ids: list[int], tasks: list[asyncio.Task[JobState | None]]) -> None:
+        """Start each admitted job in FIFO order: now (in a free slot) or after its reserved wait (holding no
+        slot meanwhile); write the deferrals of the others (ADR 16: no head-of-line blocking)."""
+        if self.admission is None:
+            for job_id in job_ids:
+                await self._slots.acquire()
+                tasks.append(asyncio.create_task(self._run(job_id)))
+            return
+        routes = await self.admission.routes(job_ids)
+        deferrals: list[Deferral] = []
+        for job_id in job_ids:
+            route = routes.get(job_id)
+            if route is None:  # no longer pending: nothing to claim
+                continue
+            verdict = await self.admission.admit(route)
+            if isinstance(verdict, Deferral):
+                deferrals.append(verdict)
+            elif verdict.turn is not None or verdict.wait > PREPARE_LEAD_SECONDS:
+                tasks.append(asyncio.create_task(self._run_after(job_id, verdict)))
+            else:
+                await self._slots.acquire()
+                tasks.append(asyncio.create_task(self._run_paced(job_id, verdict)))
+        if deferrals:
+            await self.admission.defer(deferrals)
+
+    async def _run_after(self, job_id: int, admitted: Admit) -> JobState | None:
+        """A job with a reservation: sleep (no slot) until shortly before it, then claim and render in a
+        slot, and call the provider at the reserved instant itself (``_until_reserved_instant``), so the
+        claim's and the render's varying delays do not bunch sends at the provider."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        wait = await admitted.turn() if admitted.turn is not None else admitted.wait
+        send_at = loop.time() + wait
+        await asyncio.sleep(max(0.0, wait - PREPARE_LEAD_SECONDS))
+        self.jobs.metrics.waited(self.channel, send_at - started)
+        await self._slots.acquire()
+        _release.set(functools.partial(self._release_at, send_at, admitted.limits))
+        return await self._run(job_id)
+
+    async def _run_paced(self, job_id: int, admitted: Admit) -> JobState | None:
+        """A job admitted (nearly) at once, already in its slot."""
+        if admitted.limits:
+            send_at = asyncio.get_running_loop().time() + admitted.wait
+            _release.set(functools.partial(self._release_at, send_at, admitted.limits))
+        return await self._run(job_id)
+
+    async def _release_at(self, send_at: float, limits: tuple[Limit, ...]) -> None:
+        """Wait for the reserved instant, and at least one interval after this process's previous release
+        on the job's tightest limit: a job whose slot, claim or render came late (a loaded machine, a
+        provider slower than the limit) must not reach the provider in a bunch with the ones reserved
+        after it. Only the tightest: a saturated domain's releases, reserved ahead, must not hold the
+        shared global limit's releases (the other domains' mail) behind them."""
+        loop = asyncio.get_running_loop()
+        tightest = max(limits, key=lambda limit: limit.interval_us)
+        at = max(send_at, loop.time(), self._next_release.get(tightest.key, -math.inf))
+        self._next_release[tightest.key] = at + tightest.interval_us / 1_000_000
+        await asyncio.sleep(at - loop.time())
 
     async def _run(self, job_id: int) -> JobState | None:
         try:
+            if self.admission is not None and await self.admission.defer_if_paused(job_id, self.channel):
+                return None
             return await self.jobs.handle(job_id)
         finally:
             self._slots.release()

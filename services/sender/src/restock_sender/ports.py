@@ -6,13 +6,18 @@ Jinja renderer) and unit tests wire recording fakes.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 from restock_common.messages import Channel
-from restock_sender.delivery import JobState, RetryPolicy
+from restock_common.rules import Rules
+from restock_common.templating import RenderedMessage as RenderedMessage  # re-exported: defined once
+from restock_common.templating import RenderError as RenderError
+from restock_common.templating import TemplateRecord as TemplateRecord
+from restock_sender.delivery import JobState, ProviderError, RetryPolicy
+from restock_sender.limiter import Limit, Verdict
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,14 @@ class ClaimedJob:
     unsubscribed_at: datetime | None
     policy: RetryPolicy
     state: JobState = JobState.PROCESSING
+    # When the job's batch was (last) published: queue latency counts from here (metrics).
+    enqueued_at: datetime | None = None
+    # SMS (ADR 15): the subscription's E.164 number; the template version pinned at freeze (None: the
+    # channel's built-in one) and the subscription's locale.
+    phone: str | None = None
+    template_id: int | None = None
+    locale: str = "en"
+    sms_opt_out_text: str = ""  # the shop's rule, appended to SMS alerts
 
 
 @dataclass(frozen=True)
@@ -41,27 +54,6 @@ class NotClaimable:
     """The job is not pending (already sent, claimed by another sender, gone): nothing to do."""
 
     job_id: int
-
-
-@dataclass(frozen=True)
-class TemplateRecord:
-    """One immutable template version; ``template_id`` is ``None`` for the built-in one."""
-
-    name: str
-    version: int
-    subject: str
-    body_text: str
-    body_html: str | None
-    template_id: int | None = None
-
-
-@dataclass(frozen=True)
-class RenderedMessage:
-    """A template rendered with resolved variables."""
-
-    subject: str
-    text: str
-    html: str | None
 
 
 @dataclass(frozen=True)
@@ -75,6 +67,30 @@ class EmailMessage:
     notification_key: str
     shop_domain: str
     traceparent: str | None
+    # RFC 8058 one-click unsubscribe of an alert: List-Unsubscribe and List-Unsubscribe-Post headers.
+    list_unsubscribe: str | None = None
+
+
+@dataclass(frozen=True)
+class SmsMessage:
+    """One SMS to one E.164 number; ``status_callback`` is where Twilio posts delivery receipts."""
+
+    to: str
+    body: str
+    notification_key: str
+    status_callback: str | None
+    traceparent: str | None
+
+
+@dataclass(frozen=True)
+class SentSms:
+    """A message the provider's list shows (the SMS lease reaper's evidence)."""
+
+    sid: str
+    to: str
+    body: str
+    created_at: datetime | None
+    status: str | None
 
 
 @dataclass(frozen=True)
@@ -103,6 +119,8 @@ class AttemptRecord:
     variables: Mapping[str, Any] = field(default_factory=dict)
     trace_id: str | None = None
     started_at: datetime | None = None
+    segments: int | None = None  # SMS: how many segments the provider bills
+    opted_out_at_provider: bool = False  # Twilio 21610: the subscription is unsubscribed in the same commit
 
 
 class JobStore(Protocol):
@@ -126,16 +144,36 @@ class EmailProvider(Protocol):
         ...
 
 
+class SmsProvider(Protocol):
+    """Sends one SMS (raises ``delivery.ProviderError``) and lists what went to a number (the reaper)."""
+
+    async def send(self, message: SmsMessage) -> ProviderReceipt:
+        """Hand the message to the provider and return its receipt (the message SID)."""
+        ...
+
+    async def sent_to(self, number: str, limit: int) -> list[SentSms]:
+        """The newest messages from our number to ``number``, newest first (at most ``limit``)."""
+        ...
+
+
+class TemplateStore(Protocol):
+    """Stored template versions (immutable: cached per id) and their first use."""
+
+    async def load(self, template_id: int) -> TemplateRecord | None:
+        """The version, or ``None`` when it no longer exists."""
+        ...
+
+    async def mark_used(self, template_id: int) -> None:
+        """Set ``first_used_at`` once (from then on the version can never be rewritten)."""
+        ...
+
+
 class TemplateRenderer(Protocol):
     """Turns a template record and variables into a message; raises ``RenderError`` on a broken template."""
 
     def render(self, template: TemplateRecord, variables: Mapping[str, Any]) -> RenderedMessage:
         """Render subject, text and HTML."""
         ...
-
-
-class RenderError(Exception):
-    """The template could not be rendered with these variables (a missing variable, bad syntax)."""
 
 
 # --- the scheduler's ports -----------------------------------------------------------------------------
@@ -164,7 +202,8 @@ class ScheduleStore(Protocol):
         so a dispatcher still publishing its freeze is not raced): mark them
         enqueued and ``publish`` them in one transaction (when ``publish`` raises, nothing changed). Their
         ``pending`` is already committed, so a claim that arrives meanwhile waits for the lock and then
-        claims. The ids published."""
+        claims. Also pending jobs deferred by admission whose ``next_attempt_at`` is due (ADR 16). The ids
+        published."""
         ...
 
     async def reap_expired(self, channel: str, state: JobState, limit: int) -> list[int]:
@@ -179,3 +218,118 @@ class JobPublisher(Protocol):
     async def publish(self, channel: Channel, job_ids: list[int]) -> None:
         """Publish the ids, in this order, as one batch."""
         ...
+
+
+# --- admission: rate limits, send windows, channel pause (ADR 16) --------------------------------------
+
+
+@dataclass(frozen=True)
+class JobRoute:
+    """What admission needs to know about a pending job *before* it is claimed (one read per batch), so a
+    job deferred by a limit or a window never spends an attempt. ``phone`` stays in memory (time zone)."""
+
+    job_id: int
+    tenant_id: int
+    channel: str
+    recipient_domain: str | None
+    phone: str | None
+    shop_timezone: str | None
+    rules: Rules
+
+
+@dataclass(frozen=True)
+class Deferral:
+    """A pending job sent back to wait, unclaimed: published again at ``until``; ``decision`` says why
+    (``rate-limited:<limit>``, ``send-window``, ``channel-paused``)."""
+
+    job_id: int
+    until: datetime
+    decision: str
+
+
+class AdmissionStore(Protocol):
+    """The pre-claim read of a batch's pending jobs, and deferrals (a compare-and-set on ``pending``)."""
+
+    async def routes(self, job_ids: list[int]) -> dict[int, JobRoute]:
+        """The routes of those of ``job_ids`` still ``pending`` (a job absent here is not claimable)."""
+        ...
+
+    async def defer(self, deferrals: list[Deferral]) -> int:
+        """Set ``next_attempt_at``, ``decision`` of those still ``pending`` (attempt untouched); a count."""
+        ...
+
+
+class RateLimiter(Protocol):
+    """Every limit of one send at once, atomically across replicas (``restock_sender.limiter``)."""
+
+    async def acquire(self, limits: Sequence[Limit], max_wait_us: int) -> Verdict:
+        """Reserve a send on every limit within ``max_wait_us``, or take nothing and say which limit binds."""
+        ...
+
+
+@dataclass(frozen=True)
+class PauseRecord:
+    """A channel's row in ``channel_pauses``."""
+
+    channel: str
+    paused: bool
+    reason: str | None
+    error_code: str | None
+
+
+class PauseStore(Protocol):
+    """``channel_pauses``: the sender pauses a channel and its probe resumes it; operators edit the row."""
+
+    async def read(self, channel: str) -> PauseRecord | None:
+        """The channel's row, if it was ever paused."""
+        ...
+
+    async def pause(self, channel: str, reason: str, error_code: str | None) -> None:
+        """Mark the channel paused (idempotent; ``paused_at`` kept when already paused)."""
+        ...
+
+    async def resume(self, channel: str) -> bool:
+        """Mark it resumed; False when it was not paused (an operator got there first)."""
+        ...
+
+    async def dead_letter_backlog(self, channel: str) -> int:
+        """How many jobs of the channel sit in ``dead-letter`` (a metric, read on the monitor's tick)."""
+        ...
+
+
+class ProviderProbe(Protocol):
+    """Tries the provider with our configuration without sending anything (SMTP login and envelope, a
+    Twilio account fetch)."""
+
+    async def probe(self) -> ProviderError | None:
+        """``None`` when the provider accepts our configuration again; else what it answered."""
+        ...
+
+
+class DeliveryMetrics(Protocol):
+    """What the sender counts (``restock_sender.metrics``); the handler reports, the registry keeps."""
+
+    def attempt_recorded(self, job: ClaimedJob, state: JobState, error_kind: str | None) -> None:
+        """An attempt's outcome committed (``state`` is the job's new state)."""
+        ...
+
+    def deferred(self, channel: str, decision: str) -> None:
+        """A job was deferred unclaimed (by a limit, a window or a pause)."""
+        ...
+
+    def waited(self, channel: str, seconds: float) -> None:
+        """A send slept this long for its reservation on the limits."""
+        ...
+
+
+class NoMetrics:
+    """``DeliveryMetrics`` that counts nothing (unit tests, tools)."""
+
+    def attempt_recorded(self, job: ClaimedJob, state: JobState, error_kind: str | None) -> None:
+        return None
+
+    def deferred(self, channel: str, decision: str) -> None:
+        return None
+
+    def waited(self, channel: str, seconds: float) -> None:
+        return None

@@ -8,8 +8,12 @@ Each tick, for this process's channel:
 2. **Unpublished jobs**: ``pending`` jobs never published are published: a replay's at once, the others
    (a retry whose publish failed or whose process died before it; a dispatcher that died between its
    freeze and its publish) once untouched for ``grace_seconds``, so a live dispatcher is not raced.
+   Deferred jobs (admission held them back: a rate limit, a send window, a paused channel) are published
+   again once their ``next_attempt_at`` is due, FIFO by priority. Steps 1 and 2 wait while the channel
+   is paused.
 3. **Lease reaper**: ``processing`` jobs past their lease get the channel's ``delivery.reaped_state``
-   (email: ``indeterminate``, never re-sent automatically; sms: left alone until the provider can be asked).
+   (email: ``indeterminate``, never re-sent automatically); SMS jobs are resolved by asking Twilio
+   (``restock_sender.lease``): ``sent`` when it has the message, else back to ``pending`` and published.
 
 Publishing a job twice is harmless (the claim is a compare-and-set); losing one is not, so every step
 publishes before it commits. A tick that fails is logged and retried at the next one.
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 
 from restock_common.messages import Channel
 from restock_sender.delivery import reaped_state
+from restock_sender.lease import SmsLeaseReaper
 from restock_sender.ports import JobPublisher, ScheduleStore
 
 log = logging.getLogger(__name__)
@@ -56,8 +61,13 @@ class Scheduler:
         batch_size: int,
         grace_seconds: float,
         interval: float,
+        paused: Callable[[], bool] | None = None,
+        lease_reaper: SmsLeaseReaper | None = None,
     ) -> None:
         self.store = store
+        self.lease_reaper = lease_reaper  # channels whose provider can be asked (sms, ADR 15)
+        # A paused channel (ADR 16) publishes nothing: its due jobs wait in PostgreSQL until it resumes.
+        self.paused = paused or (lambda: False)
         self.publisher = publisher
         self.channel = channel
         self.batch_size = batch_size
@@ -79,20 +89,33 @@ class Scheduler:
 
     async def tick(self) -> TickReport:
         """One pass of the three steps."""
-        requeued = await self._drain(self._requeue)
-        published = await self._drain(
-            lambda: self.store.publish_unqueued(
-                self.channel, self.batch_size, self.grace_seconds, self._publish
+        requeued = published = 0
+        if not self.paused():
+            requeued = await self._drain(self._requeue)
+            published = await self._drain(
+                lambda: self.store.publish_unqueued(
+                    self.channel, self.batch_size, self.grace_seconds, self._publish
+                )
             )
-        )
         reaped = 0
         state = reaped_state(self.channel)
         if state is not None:
             reaped = await self._drain(lambda: self.store.reap_expired(self.channel, state, self.batch_size))
+        elif self.lease_reaper is not None:
+            reaped = await self._resolve_leases(self.lease_reaper)
         report = TickReport(requeued, published, reaped)
         if report != TickReport():
             log.info("scheduler tick", extra={"channel": self.channel, **report.__dict__})
         return report
+
+    async def _resolve_leases(self, reaper: SmsLeaseReaper) -> int:
+        """One pass (a job Twilio could not be asked about is asked again next tick, not in a loop); the jobs
+        sent back to pending are published like retries (or by step 2 when this publish fails)."""
+        resolution = await reaper.reap(self.batch_size)
+        if resolution.resend and not self.paused():
+            await self._publish(resolution.resend)
+            await self.store.mark_enqueued(resolution.resend)
+        return len(resolution.sent) + len(resolution.resend)
 
     async def _drain(self, step: _Step) -> int:
         total = 0

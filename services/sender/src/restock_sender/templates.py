@@ -1,20 +1,19 @@
-"""Email templates: the built-in default and a sandboxed Jinja2 renderer (a ``TemplateRenderer``).
+"""The sender's built-in templates (per channel: alert and confirmation) and the variables they get.
 
-Templates are shop-editable later (stored, versioned), so they render in Jinja's ``SandboxedEnvironment``:
-no attribute access to internals, HTML autoescaped, and ``StrictUndefined`` so a misspelt variable fails
-loudly instead of sending "Hello ,". Compiled templates are cached per (name, version, template_id):
-a version is immutable.
+A job sends with the template pinned on it at freeze (``notification_jobs.template``, loaded through
+``adapters.template_store``), or with the channel's built-in one when none is pinned. Rendering, the
+sandbox and validation live in ``restock_common.templating`` (one Jinja setup, shared with the admin-api
+that saves templates); ``JinjaRenderer`` is that renderer under the sender's old name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
+from restock_common.messages import Channel
+from restock_common.templating import Renderer, TemplateRecord
 
-from restock_sender.ports import RenderedMessage, RenderError, TemplateRecord
+JinjaRenderer = Renderer
 
 BUILTIN_EMAIL = TemplateRecord(
     name="builtin:restock-email",
@@ -27,6 +26,7 @@ BUILTIN_EMAIL = TemplateRecord(
         "{{ product_url }}\n"
         "\n"
         "You asked {{ shop_domain }} to tell you when this item was available again.\n"
+        "{% if unsubscribe_url %}Unsubscribe: {{ unsubscribe_url }}\n{% endif %}"
     ),
     body_html=(
         "<!doctype html>\n"
@@ -34,44 +34,78 @@ BUILTIN_EMAIL = TemplateRecord(
         "<p>Good news: <strong>{{ product_title }}</strong> is back in stock at {{ shop_domain }}.</p>\n"
         '<p><a href="{{ product_url }}">Get it before it sells out again</a></p>\n'
         "<p>You asked {{ shop_domain }} to tell you when this item was available again.</p>\n"
+        '{% if unsubscribe_url %}<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>\n{% endif %}'
         "</body></html>\n"
     ),
 )
 
 
-def restock_variables(shop_domain: str, variant_id: int, product_title: str | None) -> dict[str, Any]:
-    """The variables of a restock email (also stored in the log row, so no personal data here)."""
+BUILTIN_SMS = TemplateRecord(
+    name="builtin:restock-sms",
+    version=1,
+    subject="",
+    body_text="{{ shop_domain }}: {{ product_title }} is back in stock. {{ product_url }}",
+    body_html=None,
+)
+
+BUILTIN_EMAIL_CONFIRMATION = TemplateRecord(
+    name="builtin:confirmation-email",
+    version=1,
+    subject="Confirm your back-in-stock alert from {{ shop_domain }}",
+    body_text=(
+        "You asked {{ shop_domain }} to tell you when {{ product_title }} is back in stock.\n"
+        "\n"
+        "Confirm by opening this link:\n"
+        "{{ confirm_url }}\n"
+        "\n"
+        "If you did not ask for this, ignore this email: nothing will be sent.\n"
+    ),
+    body_html=(
+        "<!doctype html>\n"
+        "<html><body>\n"
+        "<p>You asked {{ shop_domain }} to tell you when <strong>{{ product_title }}</strong> is back in"
+        " stock.</p>\n"
+        '<p><a href="{{ confirm_url }}">Confirm my alert</a></p>\n'
+        "<p>If you did not ask for this, ignore this email: nothing will be sent.</p>\n"
+        "</body></html>\n"
+    ),
+)
+
+BUILTIN_SMS_CONFIRMATION = TemplateRecord(
+    name="builtin:confirmation-sms",
+    version=1,
+    subject="",
+    body_text=(
+        "{{ shop_domain }}: reply YES to confirm alerts when {{ product_title }} is back in stock."
+        " Msg&data rates may apply."
+    ),
+    body_html=None,
+)
+
+BUILTIN_ALERTS: dict[Channel, TemplateRecord] = {"email": BUILTIN_EMAIL, "sms": BUILTIN_SMS}
+BUILTIN_CONFIRMATIONS: dict[Channel, TemplateRecord] = {
+    "email": BUILTIN_EMAIL_CONFIRMATION,
+    "sms": BUILTIN_SMS_CONFIRMATION,
+}
+
+
+def restock_variables(
+    shop_domain: str, variant_id: int, product_title: str | None, unsubscribe_url: str = ""
+) -> dict[str, Any]:
+    """The variables of a restock alert (also stored in the log row, so no personal data here)."""
     return {
         "product_title": product_title or "An item you wanted",
         "shop_domain": shop_domain,
         "variant_id": variant_id,
         "product_url": f"https://{shop_domain}/variants/{variant_id}",
+        "unsubscribe_url": unsubscribe_url,
     }
 
 
-class JinjaRenderer:
-    """``TemplateRenderer`` over two sandboxed environments: plain text and autoescaped HTML."""
-
-    def __init__(self) -> None:
-        self._text = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-        self._html = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
-        self._cache: dict[tuple[str, int, int | None, str], Template] = {}
-
-    def render(self, template: TemplateRecord, variables: Mapping[str, Any]) -> RenderedMessage:
-        try:
-            subject = self._compiled(template, "subject", template.subject).render(variables)
-            text = self._compiled(template, "text", template.body_text).render(variables)
-            html = None
-            if template.body_html is not None:
-                html = self._compiled(template, "html", template.body_html).render(variables)
-        except TemplateError as error:
-            raise RenderError(f"{template.name} v{template.version}: {error}") from error
-        # A header is one line: a newline in a product title must not inject headers.
-        return RenderedMessage(" ".join(subject.split()), text, html)
-
-    def _compiled(self, template: TemplateRecord, part: str, source: str) -> Template:
-        key = (template.name, template.version, template.template_id, part)
-        if key not in self._cache:
-            environment = self._html if part == "html" else self._text
-            self._cache[key] = environment.from_string(source)
-        return self._cache[key]
+def confirmation_variables(
+    shop_domain: str, variant_id: int, product_title: str | None, confirm_url: str
+) -> dict[str, Any]:
+    """The variables of a double opt-in confirmation."""
+    variables = restock_variables(shop_domain, variant_id, product_title)
+    del variables["unsubscribe_url"]
+    return {**variables, "confirm_url": confirm_url}

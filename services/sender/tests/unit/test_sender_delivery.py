@@ -35,6 +35,7 @@ S, E = JobState, Event
         (S.PENDING, E.CLAIM, S.PROCESSING),
         (S.PENDING, E.OPTED_OUT, S.SKIPPED_OPTED_OUT),
         (S.PENDING, E.DUPLICATE, S.DUPLICATE_SUPPRESSED),
+        (S.PENDING, E.DEFER, S.PENDING),
         (S.PROCESSING, E.DELIVERED, S.SENT),
         (S.PROCESSING, E.TEMPORARY_FAILURE, S.FAILED_TEMPORARY),
         (S.PROCESSING, E.ATTEMPTS_EXHAUSTED, S.DEAD_LETTER),
@@ -161,7 +162,7 @@ POLICY = RetryPolicy(max_attempts=3, base_seconds=10.0, cap_seconds=100.0)
     [
         (None, 1, Decision(E.DELIVERED)),
         (Permanent("550"), 1, Decision(E.PERMANENT_FAILURE)),
-        (Configuration("535"), 1, Decision(E.CONFIGURATION_ERROR)),
+        (Configuration("535"), 1, Decision(E.CONFIGURATION_ERROR, 0.0)),
         (Retry("451"), 1, Decision(E.TEMPORARY_FAILURE, 5.0)),
         (Retry("451"), 2, Decision(E.TEMPORARY_FAILURE, 10.0)),
         (Retry("451"), 3, Decision(E.ATTEMPTS_EXHAUSTED)),

@@ -89,12 +89,12 @@ def test_undefined_variable_and_sandbox_escape_are_render_errors() -> None:
         renderer.render(unsafe, {})
 
 
-def test_sms_channel_exits_with_code_2() -> None:
+def test_an_unknown_channel_exits_with_code_2() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "restock_sender", "--channel", "sms"],
+        [sys.executable, "-m", "restock_sender", "--channel", "fax"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 2
-    assert "sms channel not available yet" in result.stderr
+    assert "invalid choice: 'fax'" in result.stderr

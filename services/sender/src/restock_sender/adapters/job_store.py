@@ -25,10 +25,12 @@ WITH claimed AS (
        SET state = {}, attempt = attempt + 1, lease_until = now() + {}::int * interval '1 second',
            updated_at = now()
      WHERE id = {} AND state = {}
- RETURNING id, tenant, subscription, variant_id, channel, notification_key, attempt, traceparent
+ RETURNING id, tenant, subscription, variant_id, channel, notification_key, attempt, traceparent, template,
+           enqueued_at
 )
 SELECT c.id, c.tenant, c.subscription, c.variant_id, c.channel, c.notification_key, c.attempt,
        c.traceparent, t.shop_domain, s.email, s.state AS subscription_state, s.unsubscribed_at,
+       s.phone, s.locale, c.template, c.enqueued_at,
        (SELECT i.title FROM inventory_items i
          WHERE i.tenant = c.tenant AND i.variant_id = c.variant_id ORDER BY i.id LIMIT 1) AS product_title,
        r.body AS rules
@@ -50,8 +52,21 @@ RETURNING id
 _LOG = """
 INSERT INTO notification_logs (tenant, job, attempt, channel, outcome, provider, provider_message_id,
     provider_response, error_kind, error_code, error_detail, template, template_name, template_version,
-    variables, trace_id, started_at, finished_at)
-VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}::jsonb, {}, COALESCE({}, now()), now())
+    variables, trace_id, started_at, finished_at, segments)
+VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}::jsonb, {}, COALESCE({}, now()), now(), {})
+"""
+
+# Twilio 21610: the number replied STOP to our sender. The provider's word is consent evidence like any other.
+_PROVIDER_OPT_OUT = """
+WITH unsubscribed AS (
+    UPDATE subscriptions SET state = 'unsubscribed', unsubscribed_at = now()
+     WHERE id = {} AND unsubscribed_at IS NULL
+    RETURNING id, tenant
+)
+INSERT INTO consent_events (tenant, subscription, kind, source, detail)
+SELECT tenant, id, 'unsubscribed', 'provider',
+       jsonb_build_object('job_id', {}::bigint, 'error_code', {}::text)
+  FROM unsubscribed
 """
 
 _NOTIFIED = (
@@ -77,7 +92,12 @@ def _claimed(row: dict[str, Any]) -> ClaimedJob:
         email=row["email"],
         subscription_state=row["subscription_state"],
         unsubscribed_at=row["unsubscribed_at"],
+        phone=row["phone"],
+        template_id=row["template"],
+        locale=row["locale"],
+        sms_opt_out_text=rules.sms_opt_out_text,
         state=_CLAIMED_STATE,
+        enqueued_at=row["enqueued_at"],
         policy=RetryPolicy(rules.max_attempts, rules.retry_base_seconds, rules.retry_cap_seconds),
     )
 
@@ -129,7 +149,10 @@ class PiccoloJobStore:
                 json.dumps(dict(record.variables), default=str),
                 record.trace_id,
                 record.started_at,
+                record.segments,
             )
+            if record.opted_out_at_provider:
+                await Subscription.raw(_PROVIDER_OPT_OUT, job.subscription_id, job.job_id, record.error_code)
             if updated and record.state is JobState.SENT:
                 await Subscription.raw(_NOTIFIED, job.subscription_id)
         return bool(updated)

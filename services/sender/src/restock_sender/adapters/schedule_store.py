@@ -52,16 +52,19 @@ _MARK_ENQUEUED = (
 _PUBLISH_UNQUEUED = """
 WITH unqueued AS (
     SELECT id FROM notification_jobs
-     WHERE channel = {} AND state = {} AND enqueued_at IS NULL
-       -- Ours: replayed jobs, and retries (attempt > 0) whose publish did not happen. Jobs never published
-       -- since their freeze (attempt 0) belong to the dispatcher's sweeper (ADR 10).
-       AND (decision = {} OR (attempt > 0 AND updated_at < now() - {}::float8 * interval '1 second'))
+     WHERE channel = {} AND state = {}
+       AND ((enqueued_at IS NULL AND next_attempt_at IS NULL
+             -- Ours: replayed jobs, and retries (attempt > 0) whose publish did not happen. Jobs never
+             -- published since their freeze (attempt 0) belong to the dispatcher's sweeper (ADR 10).
+             AND (decision = {} OR (attempt > 0 AND updated_at < now() - {}::float8 * interval '1 second')))
+            -- Deferred unclaimed by admission (a rate limit, a send window, a paused channel; ADR 16), due.
+            OR next_attempt_at <= now())
      ORDER BY priority_at, id
      LIMIT {}
        FOR UPDATE SKIP LOCKED
 )
 UPDATE notification_jobs j
-   SET enqueued_at = now()
+   SET enqueued_at = COALESCE(j.enqueued_at, now()), next_attempt_at = NULL
   FROM unqueued
  WHERE j.id = unqueued.id
 RETURNING j.id, j.priority_at

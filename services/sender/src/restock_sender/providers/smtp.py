@@ -43,6 +43,10 @@ def compose(message: EmailMessage, sender: str) -> MimeMessage:
     mime["Message-ID"] = message_id(message.notification_key, message.shop_domain)
     if message.traceparent:
         mime["traceparent"] = message.traceparent
+    if message.list_unsubscribe:
+        # RFC 8058: a mail client unsubscribes with one POST to this URL, no cookie and no page.
+        mime["List-Unsubscribe"] = f"<{message.list_unsubscribe}>"
+        mime["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     mime.set_content(message.text)
     if message.html is not None:
         mime.add_alternative(message.html, subtype="html")

@@ -1,0 +1,53 @@
+"""``PauseStore`` in PostgreSQL: the ``channel_pauses`` row of a channel (one per channel, UNIQUE)."""
+
+from __future__ import annotations
+
+from piccolo.engine.postgres import PostgresEngine
+
+from restock_common.db.tables import ChannelPause
+from restock_sender.delivery import JobState
+from restock_sender.ports import PauseRecord
+
+_READ = "SELECT channel, paused, reason, error_code FROM channel_pauses WHERE channel = {}"
+
+# paused_at is the first refusal of this pause: a repeat (another replica, another job) keeps it.
+_PAUSE = """
+INSERT INTO channel_pauses (channel, paused, reason, error_code, paused_at, resumed_at, updated_at)
+VALUES ({}, true, {}, {}, now(), NULL, now())
+ON CONFLICT (channel) DO UPDATE
+   SET paused = true, reason = EXCLUDED.reason, error_code = EXCLUDED.error_code,
+       paused_at = CASE WHEN channel_pauses.paused THEN channel_pauses.paused_at ELSE now() END,
+       resumed_at = NULL, updated_at = now()
+"""
+
+_RESUME = """
+UPDATE channel_pauses SET paused = false, resumed_at = now(), updated_at = now()
+ WHERE channel = {} AND paused
+RETURNING id
+"""
+
+_DEAD_LETTERS = "SELECT count(*) AS n FROM notification_jobs WHERE channel = {} AND state = {}"
+
+
+class PiccoloPauseStore:
+    """``PauseStore`` over the Piccolo engine."""
+
+    def __init__(self, engine: PostgresEngine) -> None:
+        self.engine = engine
+
+    async def read(self, channel: str) -> PauseRecord | None:
+        rows = await ChannelPause.raw(_READ, channel)
+        if not rows:
+            return None
+        row = rows[0]
+        return PauseRecord(row["channel"], bool(row["paused"]), row["reason"], row["error_code"])
+
+    async def pause(self, channel: str, reason: str, error_code: str | None) -> None:
+        await ChannelPause.raw(_PAUSE, channel, reason, error_code)
+
+    async def resume(self, channel: str) -> bool:
+        return bool(await ChannelPause.raw(_RESUME, channel))
+
+    async def dead_letter_backlog(self, channel: str) -> int:
+        rows = await ChannelPause.raw(_DEAD_LETTERS, channel, JobState.DEAD_LETTER.value)
+        return int(rows[0]["n"])

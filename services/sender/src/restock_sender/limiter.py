@@ -1,0 +1,175 @@
+"""Rate-limit arithmetic: which limits a send is under, and whether it may go now, later, or not yet.
+
+Theory of operation
+-------------------
+Every send is checked against *all* the limits that apply to it at once (``limits_for``): the channel's
+global rate, the shop's rate (rules ``email_per_second`` / ``sms_per_second``), the recipient's mailbox
+provider (email) and the Twilio sender number's MPS (SMS). Each limit is a GCRA (generic cell rate
+algorithm) with no burst allowance: a limit of ``r`` per second has an emission interval
+``T = ceil(1e6 / r)`` microseconds and remembers one number, its *theoretical arrival time* (TAT), the
+earliest instant its next send may happen.
+
+``acquire`` asks for the earliest instant ``s`` every limit allows (the largest TAT, or now). When
+``s - now`` is within ``max_wait`` the send is *granted* with a reservation: every limit's TAT becomes
+``s + T``, and the caller sends at ``s`` (it sleeps ``s - now``, holding nothing). Otherwise it is
+*denied*: no TAT changes (a denied send takes nothing from the other limits), and the answer carries the
+wait and which limit was binding, so the job waits its turn without blocking anyone (``admission``).
+``max_wait`` stays short (50 ms by default): a reservation moves *every* limit's TAT to ``s``, so a long
+one on a saturated domain would hold the shared global limit idle until ``s`` for every other domain.
+
+Why GCRA with reservations: two sends granted on one limit are at least ``T`` apart, so any one-second
+window holds at most ``r`` of them (for integer ``r``), and because the next reservation starts exactly
+where the last one ended, a limit with enough demand is filled to ``r`` (no window-boundary loss as with
+fixed windows, no per-send log as with a sliding log). It is one number per key, so the Redis Lua twin
+(``adapters/redis_limiter.py``) is a handful of GET/SET over the keys, atomic across replicas.
+
+Times are integer microseconds (exact in Lua's doubles as in Python). Pure: no I/O, the clock is an input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+LimitName = Literal["global", "shop", "domain", "sender", "unavailable"]
+
+KEY_PREFIX = "restock:limit:{rl}:"  # one hash tag: every key of one script lands on one Redis Cluster slot
+
+# Mailbox providers publish no numeric inbound rate; they throttle (Gmail 421 4.7.28, Microsoft 451
+# 4.7.650, Yahoo 421 4.7.0 [TS0x]) when a sender's volume looks unusual for its reputation. KumoMTA's
+# shipped shaping.toml defaults every destination to 100/s (GCRA, as here) and tightens the big providers
+# through connection limits (Google: 5 connections) and suspensions on those replies. Our assumption: a
+# shop's restock burst comes from one sending IP with modest reputation, so we start the big providers
+# well below 100/s; raise them with RESTOCK_EMAIL_DOMAIN_LIMITS as reputation grows. Aliases share a key.
+DEFAULT_DOMAIN_LIMITS: Mapping[str, float] = {
+    "gmail.com": 20.0,
+    "googlemail.com": 20.0,
+    "outlook.com": 10.0,
+    "hotmail.com": 10.0,
+    "live.com": 10.0,
+    "msn.com": 10.0,
+    "yahoo.com": 10.0,
+    "ymail.com": 10.0,
+    "aol.com": 10.0,
+    "icloud.com": 5.0,
+    "me.com": 5.0,
+    "mac.com": 5.0,
+}
+
+DOMAIN_ALIASES: Mapping[str, str] = {
+    "googlemail.com": "gmail.com",
+    "hotmail.com": "outlook.com",
+    "live.com": "outlook.com",
+    "msn.com": "outlook.com",
+    "ymail.com": "yahoo.com",
+    "me.com": "icloud.com",
+    "mac.com": "icloud.com",
+}
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One rate a send must stay under: ``name`` says which kind (decisions, metrics), ``key`` which one."""
+
+    name: LimitName
+    key: str
+    per_second: float
+
+    @property
+    def interval_us(self) -> int:
+        """The emission interval: sends on this limit are at least this many microseconds apart."""
+        return math.ceil(1_000_000 / self.per_second)
+
+
+@dataclass(frozen=True)
+class LimitConfig:
+    """The process-wide limits (from Settings): per channel, per mailbox provider, per sender number."""
+
+    global_per_second: Mapping[str, float | None]
+    domain_limits: Mapping[str, float | None]
+    domain_default_per_second: float | None
+    sender_mps: float | None
+    sender_number: str | None
+
+
+@dataclass(frozen=True)
+class Granted:
+    """Send after ``wait_us`` microseconds (0: now); the reservation is already taken on every limit.
+    ``at_us`` is the reserved instant on the limiter's clock (for measurements; not compared)."""
+
+    wait_us: int
+    at_us: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True)
+class Denied:
+    """Not within ``max_wait``: nothing was taken. ``limit`` was binding (``key``, one send per
+    ``interval_us``); ``wait_us`` until it frees. ``unavailable``: the limiter could not be asked."""
+
+    wait_us: int
+    limit: LimitName
+    key: str = field(default="", compare=False)
+    interval_us: int = field(default=0, compare=False)
+
+
+Verdict = Granted | Denied
+
+
+def domain_limit(domain: str, config: LimitConfig) -> Limit | None:
+    """The mailbox-provider limit of a recipient domain (settings override the defaults; ``None``
+    in a setting removes a default)."""
+    domain = domain.strip().lower()
+    if domain in config.domain_limits:
+        rate = config.domain_limits[domain]
+    elif domain in DEFAULT_DOMAIN_LIMITS:
+        rate = DEFAULT_DOMAIN_LIMITS[domain]
+    else:
+        rate = config.domain_default_per_second
+    if rate is None or rate <= 0:
+        return None
+    return Limit("domain", f"{KEY_PREFIX}email:domain:{DOMAIN_ALIASES.get(domain, domain)}", rate)
+
+
+def limits_for(
+    channel: str,
+    config: LimitConfig,
+    *,
+    tenant_id: int,
+    shop_per_second: float | None,
+    recipient_domain: str | None,
+) -> list[Limit]:
+    """Every limit one send is under (empty: unthrottled)."""
+    limits: list[Limit] = []
+    global_rate = config.global_per_second.get(channel)
+    if global_rate:
+        limits.append(Limit("global", f"{KEY_PREFIX}{channel}:global", global_rate))
+    if shop_per_second:
+        limits.append(Limit("shop", f"{KEY_PREFIX}{channel}:shop:{tenant_id}", shop_per_second))
+    if channel == "email" and recipient_domain:
+        limit = domain_limit(recipient_domain, config)
+        if limit is not None:
+            limits.append(limit)
+    if channel == "sms" and config.sender_mps and config.sender_number:
+        limits.append(Limit("sender", f"{KEY_PREFIX}sms:sender:{config.sender_number}", config.sender_mps))
+    return limits
+
+
+def acquire(
+    tats: Mapping[str, int], limits: Sequence[Limit], now_us: int, max_wait_us: int
+) -> tuple[Verdict, dict[str, int]]:
+    """GCRA over every limit at once (see the module's rules): the verdict and the TATs after it."""
+    start, binding = now_us, None
+    for limit in limits:
+        tat = tats.get(limit.key, now_us)
+        if tat > start:
+            start, binding = tat, limit
+    wait = start - now_us
+    if wait > max_wait_us:
+        assert binding is not None  # wait > max_wait >= 0 means some TAT lies ahead of now
+        return Denied(wait, binding.name, binding.key, binding.interval_us), dict(tats)
+    updated = dict(tats)
+    for limit in limits:
+        updated[limit.key] = start + limit.interval_us
+    return Granted(wait, start), updated

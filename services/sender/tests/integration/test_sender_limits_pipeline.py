@@ -1,0 +1,255 @@
+"""The production sender app (admission, Redis limiter, channel monitor, scheduler, /metrics) against real
+PostgreSQL, RabbitMQ, Redis and the sandbox SMTP server with its fault table.
+
+- A saturated domain's jobs are deferred unclaimed while another domain's mail goes straight through,
+  and every job is still sent exactly once, each on its first attempt.
+- SMTP 535 pauses the channel (row, ERROR line), loses nothing and burns nothing; fixed, the probe
+  resumes it and every job is sent exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from restock_common import keys, topology
+from restock_common.broker import Broker
+from restock_common.db.engine import bind_tables
+from restock_common.db.tables import (
+    ChannelPause,
+    InventoryItem,
+    NotificationJob,
+    NotificationLog,
+    RestockEvent,
+    Subscription,
+    Tenant,
+)
+from restock_common.messages import JobBatch
+from restock_common.settings import Settings
+from restock_common.signatures import contact_hash
+from restock_sandbox.smtp.inbox import FaultRule, Inbox
+from restock_sandbox.smtp.server import InboxHandler, start_smtp_server
+from restock_sender.app import create_app
+
+pytestmark = pytest.mark.integration
+
+SHOP = "limits-shop.myshopify.com"
+VARIANT = 9191
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def inbox() -> AsyncIterator[tuple[Inbox, int]]:
+    """The sandbox SMTP server (aiosmtpd) with its inbox and fault table, on a free port."""
+    mailbox, port = Inbox(), free_port()
+    server = await start_smtp_server(InboxHandler(mailbox, lambda: datetime.now(UTC)), "127.0.0.1", port)
+    yield mailbox, port
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.fixture
+async def fresh(
+    clean_db: None, broker: Broker, settings: Settings, redis_client: aioredis.Redis
+) -> AsyncIterator[None]:
+    queue = await broker.declare_queue(topology.sender_queue("email", settings.delivery_limit))
+    await queue.purge()
+    yield
+    await queue.purge()
+
+
+def sender_settings(settings: Settings, smtp_port: int, **changes: Any) -> Settings:
+    return settings.model_copy(
+        update={
+            "smtp_host": "127.0.0.1",
+            "smtp_port": smtp_port,
+            "retry_poll_seconds": 0.05,
+            "republish_grace_seconds": 3600.0,
+            **changes,
+        }
+    )
+
+
+async def seed(*addresses: str) -> list[int]:
+    """One shop, one restock, one pending job per address, FIFO in the order given."""
+    tenant = Tenant(shop_domain=SHOP)
+    await tenant.save()
+    await InventoryItem(tenant=tenant.id, inventory_item_id=5, variant_id=VARIANT, title="Red Scarf").save()
+    detected_at = datetime(2026, 11, 1, tzinfo=UTC)
+    window = keys.restock_window(detected_at)
+    event = RestockEvent(
+        tenant=tenant.id,
+        variant_id=VARIANT,
+        available=9,
+        restock_window=window,
+        source="webhook",
+        detected_at=detected_at,
+    )
+    await event.save()
+    job_ids = []
+    for offset, address in enumerate(addresses):
+        subscription = Subscription(
+            tenant=tenant.id,
+            variant_id=VARIANT,
+            channel="email",
+            email=address,
+            contact_hash=contact_hash(address),
+            state="confirmed",
+            subscribed_at=detected_at - timedelta(days=1) + timedelta(seconds=offset),
+        )
+        await subscription.save()
+        job = NotificationJob(
+            tenant=tenant.id,
+            restock_event=event.id,
+            subscription=subscription.id,
+            variant_id=VARIANT,
+            channel="email",
+            notification_key=keys.notification_key(VARIANT, subscription.id, window),
+            state="pending",
+            priority_at=subscription.subscribed_at,
+            enqueued_at=datetime.now(UTC),
+        )
+        await job.save()
+        job_ids.append(job.id)
+    return job_ids
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def jobs(job_ids: list[int]) -> list[dict[str, Any]]:
+    return (
+        await NotificationJob.select().where(NotificationJob.id.is_in(job_ids)).order_by(NotificationJob.id)
+    )
+
+
+def sample(metrics: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text (0 when absent)."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
+    for line in metrics.splitlines():
+        if line.startswith(f"{name}{{{wanted}}} ") or (not labels and line.startswith(f"{name} ")):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_saturated_domain_is_deferred_while_other_mail_goes_through_and_all_are_sent_once(
+    fresh: None, engine: Any, broker: Broker, settings: Settings, inbox: tuple[Inbox, int]
+) -> None:
+    mailbox, port = inbox
+    slow = [f"s{i}@slow.test" for i in range(6)]
+    fast = [f"f{i}@fast.test" for i in range(4)]
+    job_ids = await seed(*slow, *fast)  # the slow domain's jobs are first in line
+    app = create_app(
+        sender_settings(settings, port, email_domain_limits={"slow.test": 2.0}, limit_queue_seconds=0.6)
+    )
+    try:
+        async with app.lifespan():
+            await broker.publish(
+                JobBatch(channel="email", job_ids=job_ids), topology.jobs_routing_key("email")
+            )
+
+            async def fast_all_sent() -> bool:
+                return all(mailbox.received(address) for address in fast)
+
+            await wait_for(fast_all_sent)
+            # 2/s on slow.test: at most two of its six can be out before 0.5 s passed, and the first
+            # fast.test mail did not wait for any of them (no head-of-line blocking).
+            order = [message.rcpt_tos[0] for message in mailbox.received()]
+            assert order.index(fast[0]) < order.index(slow[2]) if slow[2] in order else True
+            # Beyond the 0.6 s line, slow.test's jobs wait in PostgreSQL, pending and never claimed.
+            waiting = [row for row in await jobs(job_ids[:6]) if row["state"] == "pending"]
+            assert "rate-limited:domain" in {row["decision"] for row in waiting}
+            assert {row["attempt"] for row in waiting} == {0}
+
+            async def all_sent() -> bool:
+                return {row["state"] for row in await jobs(job_ids)} == {"sent"}
+
+            await wait_for(all_sent)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://sender") as client:
+                metrics = (await client.get("/metrics")).text
+    finally:
+        bind_tables(engine)
+    assert sorted(message.rcpt_tos[0] for message in mailbox.received()) == sorted(slow + fast)  # once each
+    rows = await jobs(job_ids)
+    assert [row["attempt"] for row in rows] == [1] * 10  # a deferral never spent an attempt
+    assert await NotificationLog.count() == 10
+    assert sample(metrics, "restock_sender_attempts_total", channel="email", outcome="sent") == 10
+    assert (
+        sample(metrics, "restock_sender_deferrals_total", channel="email", decision="rate-limited:domain")
+        >= 4
+    )
+    assert sample(metrics, "restock_sender_queue_latency_seconds_count", channel="email") == 10
+    assert sample(metrics, "restock_sender_dead_letter_backlog", channel="email") == 0
+
+
+async def test_smtp_535_pauses_the_channel_loses_nothing_and_resumes_when_fixed(
+    fresh: None,
+    engine: Any,
+    broker: Broker,
+    settings: Settings,
+    inbox: tuple[Inbox, int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    mailbox, port = inbox
+    addresses = [f"shopper{i}@example.com" for i in range(5)]
+    job_ids = await seed(*addresses)
+    mailbox.add_fault(FaultRule("*", 535, "5.7.8 Authentication credentials invalid", times=None))
+    app = create_app(sender_settings(settings, port, channel_probe_seconds=0.3))
+    routing_key = topology.jobs_routing_key("email")
+    try:
+        async with app.lifespan():
+            with caplog.at_level(logging.ERROR, logger="restock_sender.pause"):
+                await broker.publish(JobBatch(channel="email", job_ids=job_ids[:3]), routing_key)
+
+                async def paused() -> bool:
+                    rows = await ChannelPause.select().where(ChannelPause.channel == "email")
+                    return bool(rows) and rows[0]["paused"]
+
+                await wait_for(paused)
+            assert any("channel paused" in record.getMessage() for record in caplog.records)
+            [pause] = await ChannelPause.select().where(ChannelPause.channel == "email")
+            assert pause["error_code"] == "535"
+            # A batch published while paused is not consumed (or is deferred): nothing is attempted.
+            await broker.publish(JobBatch(channel="email", job_ids=job_ids[3:]), routing_key)
+            await asyncio.sleep(
+                1.0
+            )  # several probe intervals, all refused: a state, not a timing, is checked
+            assert {row["state"] for row in await jobs(job_ids)} == {"pending"}
+            # Only sends already in flight when the first 535 came back met it too; each went back to pending.
+            refused = await NotificationLog.select(NotificationLog.outcome, NotificationLog.error_code)
+            assert 1 <= len(refused) <= 3
+            assert {(row["outcome"], row["error_code"]) for row in refused} == {("pending", "535")}
+            assert mailbox.received() == []
+
+            mailbox.clear_faults()  # the operator fixed the credentials
+
+            async def all_sent() -> bool:
+                return {row["state"] for row in await jobs(job_ids)} == {"sent"}
+
+            await wait_for(all_sent)
+            [pause] = await ChannelPause.select().where(ChannelPause.channel == "email")
+    finally:
+        bind_tables(engine)
+    assert pause["paused"] is False
+    assert pause["resumed_at"] is not None
+    assert sorted(message.rcpt_tos[0] for message in mailbox.received()) == sorted(addresses)  # once each
+    states = await NotificationLog.select(NotificationLog.outcome).order_by(NotificationLog.id)
+    assert [row["outcome"] for row in states] == ["pending"] * len(refused) + ["sent"] * 5

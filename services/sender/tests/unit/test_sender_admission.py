@@ -1,0 +1,367 @@
+"""Admission before the claim, with recording fakes: pause, send window and limits defer a job unclaimed,
+a reserved wait holds no slot, and a saturated limit never delays another recipient's mail."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from typing import Any
+
+from restock_common.faults import FaultPoints
+from restock_common.messages import JobBatch
+from restock_common.rules import Rules, SendWindowRule
+from restock_sender.admission import Admission, Admit
+from restock_sender.delivery import JobState, ProviderError, RetryPolicy
+from restock_sender.handler import BatchHandler, JobHandler
+from restock_sender.limiter import Granted, Limit, LimitConfig, Verdict, acquire
+from restock_sender.pause import ChannelPause
+from restock_sender.ports import (
+    AttemptRecord,
+    ClaimedJob,
+    Deferral,
+    EmailMessage,
+    JobRoute,
+    NoMetrics,
+    NotClaimable,
+    PauseRecord,
+    ProviderReceipt,
+)
+from restock_sender.templates import BUILTIN_EMAIL, JinjaRenderer
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)  # 07:00 in New York
+CONFIG = LimitConfig(
+    global_per_second={"email": None, "sms": None},
+    domain_limits={"slow.test": 1.0},
+    domain_default_per_second=None,
+    sender_mps=None,
+    sender_number=None,
+)
+
+
+def route(job_id: int, domain: str = "fast.test", **changes: Any) -> JobRoute:
+    values: dict[str, Any] = {
+        "job_id": job_id,
+        "tenant_id": 1,
+        "channel": "email",
+        "recipient_domain": domain,
+        "phone": None,
+        "shop_timezone": "America/New_York",
+        "rules": Rules(),
+    }
+    values.update(changes)
+    return JobRoute(**values)
+
+
+def claimed(job_id: int, domain: str) -> ClaimedJob:
+    return ClaimedJob(
+        job_id=job_id,
+        tenant_id=1,
+        subscription_id=100 + job_id,
+        variant_id=42,
+        channel="email",
+        notification_key=f"42:{100 + job_id}:7",
+        attempt=1,
+        traceparent=None,
+        shop_domain="shop.myshopify.com",
+        product_title="Shirt",
+        email=f"shopper{job_id}@{domain}",
+        subscription_state="confirmed",
+        unsubscribed_at=None,
+        policy=RetryPolicy(3, 30.0, 3600.0),
+    )
+
+
+class FakeAdmissionStore:
+    def __init__(self, *routes: JobRoute) -> None:
+        self.by_id = {r.job_id: r for r in routes}
+        self.deferred: list[Deferral] = []
+
+    async def routes(self, job_ids: list[int]) -> dict[int, JobRoute]:
+        return {job_id: self.by_id[job_id] for job_id in job_ids if job_id in self.by_id}
+
+    async def defer(self, deferrals: list[Deferral]) -> int:
+        self.deferred.extend(deferrals)
+        return len(deferrals)
+
+
+class ClockLimiter:
+    """``limiter.acquire`` over an in-memory dict (the Redis script's twin); its clock is the event loop's,
+    or a fixed instant. Records every granted send instant per limit key."""
+
+    def __init__(self, now_us: int | None = None) -> None:
+        self.tats: dict[str, int] = {}
+        self.now_us = now_us
+        self.granted: list[tuple[str, int]] = []
+
+    async def acquire(self, limits: Sequence[Limit], max_wait_us: int) -> Verdict:
+        now = self.now_us if self.now_us is not None else int(asyncio.get_running_loop().time() * 1_000_000)
+        verdict, self.tats = acquire(self.tats, limits, now, max_wait_us)
+        if isinstance(verdict, Granted):
+            self.granted.extend((limit.key, now + verdict.wait_us) for limit in limits)
+        return verdict
+
+
+class FakePauseStore:
+    def __init__(self) -> None:
+        self.paused: list[tuple[str, str, str | None]] = []
+
+    async def read(self, channel: str) -> PauseRecord | None:
+        return None
+
+    async def pause(self, channel: str, reason: str, error_code: str | None) -> None:
+        self.paused.append((channel, reason, error_code))
+
+    async def resume(self, channel: str) -> bool:
+        return False
+
+    async def dead_letter_backlog(self, channel: str) -> int:
+        return 0
+
+
+class FakeJobStore:
+    def __init__(self, *jobs: ClaimedJob) -> None:
+        self.jobs = {job.job_id: job for job in jobs}
+        self.claims: list[int] = []
+        self.records: list[AttemptRecord] = []
+
+    async def claim(self, job_id: int, lease_seconds: int) -> ClaimedJob | NotClaimable:
+        self.claims.append(job_id)
+        job = self.jobs.pop(job_id, None)
+        return job if job is not None else NotClaimable(job_id)
+
+    async def record(self, record: AttemptRecord) -> bool:
+        self.records.append(record)
+        return True
+
+
+class SlowProvider:
+    """Takes ``delay`` per send; records the order of recipients; raises the error set for a recipient."""
+
+    def __init__(self, delay: float = 0.0, errors: Mapping[str, ProviderError] | None = None) -> None:
+        self.delay = delay
+        self.errors = dict(errors or {})
+        self.sent: list[str] = []
+
+    async def send(self, message: EmailMessage) -> ProviderReceipt:
+        await asyncio.sleep(self.delay)
+        if message.to in self.errors:
+            raise self.errors[message.to]
+        self.sent.append(message.to)
+        return ProviderReceipt("smtp", f"<{message.notification_key}>", "250 OK")
+
+
+def admission(
+    store: FakeAdmissionStore,
+    pause: ChannelPause,
+    limiter: ClockLimiter | None = None,
+    *,
+    queue: float = 1.0,
+    config: LimitConfig = CONFIG,
+) -> Admission:
+    return Admission(
+        store,
+        limiter or ClockLimiter(now_us=0),
+        config,
+        pause,
+        NoMetrics(),
+        lambda: NOW,
+        reservation_seconds=0.05,
+        queue_seconds=queue,
+        pause_retry_seconds=30.0,
+    )
+
+
+def batch_handler(
+    jobs: FakeJobStore, provider: SlowProvider, gate: Admission, pause: ChannelPause, concurrency: int = 4
+) -> BatchHandler:
+    handler = JobHandler(
+        store=jobs,
+        provider=provider,
+        renderer=JinjaRenderer(),
+        template=BUILTIN_EMAIL,
+        faults=FaultPoints(None),
+        clock=lambda: NOW,
+        rng=lambda: 0.5,
+        lease_seconds=120,
+        pause=pause,
+    )
+    return BatchHandler(handler, "email", concurrency, FaultPoints(None), admission=gate)
+
+
+async def test_a_paused_channel_defers_every_job_unclaimed() -> None:
+    pause = ChannelPause("email", FakePauseStore())
+    pause.paused = True
+    store = FakeAdmissionStore(route(1), route(2))
+    jobs = FakeJobStore(claimed(1, "fast.test"), claimed(2, "fast.test"))
+    outcome = await batch_handler(jobs, SlowProvider(), admission(store, pause), pause)(
+        JobBatch(channel="email", job_ids=[1, 2])
+    )
+    assert outcome.value == "ack"
+    assert jobs.claims == []
+    assert store.deferred == [
+        Deferral(1, NOW + timedelta(seconds=30), "channel-paused"),
+        Deferral(2, NOW + timedelta(seconds=30), "channel-paused"),
+    ]
+
+
+async def test_outside_the_send_window_the_job_waits_for_the_opening_in_the_shoppers_zone() -> None:
+    rules = Rules(send_windows={"sms": SendWindowRule(start="09:00", end="20:00")})
+    gate = admission(FakeAdmissionStore(), ChannelPause("sms", FakePauseStore()))
+    # 12:00 UTC is 13:00 in Paris (open) but 07:00 in New York (closed until 09:00 EST = 14:00 UTC).
+    paris = route(1, channel="sms", phone="+33612345678", rules=rules)
+    assert await gate.admit(paris) == Admit(0.0)
+    shop_zone = route(2, channel="sms", phone="+15005550006", rules=rules)  # several zones: the shop's
+    assert await gate.admit(shop_zone) == Deferral(
+        2, datetime(2026, 11, 25, 14, 0, tzinfo=UTC), "send-window"
+    )
+    # The window is the SMS channel's: email is not held.
+    assert await gate.admit(route(3, rules=rules)) == Admit(0.0)
+
+
+async def test_a_malformed_window_never_holds_a_job() -> None:
+    rules = Rules(send_windows={"email": SendWindowRule(start="9am", end="20:00")})
+    gate = admission(FakeAdmissionStore(), ChannelPause("email", FakePauseStore()))
+    assert await gate.admit(route(1, rules=rules)) == Admit(0.0)
+
+
+async def test_limits_admit_then_queue_within_the_horizon_then_defer_naming_the_limit() -> None:
+    gate = admission(FakeAdmissionStore(), ChannelPause("email", FakePauseStore()), queue=1.0)
+    first, second, third = [await gate.admit(route(i, "slow.test")) for i in range(1, 4)]
+    # 1/s on slow.test: the first goes now; the second's turn is 1 s away, within the 1 s queue: it joins
+    # the line; the third's turn is 2 s away: deferred in PostgreSQL, due back two thirds of the queue
+    # (0.67 s) before its turn.
+    assert first == Admit(0.0)
+    assert isinstance(second, Admit)
+    assert second.turn is not None
+    assert isinstance(third, Deferral)
+    assert (third.job_id, third.decision) == (3, "rate-limited:domain")
+    # Further deferrals on the same limit are spread one interval apart, not all due at the next tick.
+    later = [await gate.admit(route(i, "slow.test")) for i in range(4, 7)]
+    offsets = [(d.until - NOW).total_seconds() for d in [third, *later] if isinstance(d, Deferral)]
+    assert [round(offset, 2) for offset in offsets] == [1.33, 2.33, 3.33, 4.33]
+    # 4/s for the shop: a turn within the 50 ms reservation is slept, not queued.
+    limiter = ClockLimiter(now_us=1_000_000)
+    gate = admission(FakeAdmissionStore(), ChannelPause("email", FakePauseStore()), limiter)
+    shop = route(4, "fast.test", rules=Rules(email_per_second=4.0))
+    assert await gate.admit(shop) == Admit(0.0)
+    limiter.now_us = 1_210_000
+    assert await gate.admit(shop) == Admit(0.04)
+
+
+async def test_a_line_serves_its_jobs_in_order_at_the_limits_spacing() -> None:
+    limiter = ClockLimiter()
+    config = LimitConfig({"email": None}, {"slow.test": 20.0}, None, None, None)
+    gate = admission(
+        FakeAdmissionStore(), ChannelPause("email", FakePauseStore()), limiter, queue=1.0, config=config
+    )
+    verdicts = [await gate.admit(route(i, "slow.test")) for i in range(1, 7)]
+    served: list[int] = []
+
+    async def serve(job_id: int, admitted: Admit | Deferral) -> None:
+        assert isinstance(admitted, Admit)
+        wait = await admitted.turn() if admitted.turn is not None else admitted.wait
+        await asyncio.sleep(wait)
+        served.append(job_id)
+
+    await asyncio.gather(*(serve(i, v) for i, v in enumerate(verdicts, 1)))
+    assert served == [1, 2, 3, 4, 5, 6]  # FIFO within the limit
+    instants = sorted(at for key, at in limiter.granted if key.endswith("slow.test"))
+    assert len(instants) == 6
+    assert all(b - a >= 50_000 for a, b in pairwise(instants))  # 20/s: 50 ms apart
+
+
+async def test_a_saturated_domain_never_delays_mail_to_other_domains() -> None:
+    pause = ChannelPause("email", FakePauseStore())
+    slow = [route(i, "slow.test") for i in range(1, 6)]
+    fast = [route(i, "fast.test") for i in range(6, 9)]
+    store = FakeAdmissionStore(*slow, *fast)
+    jobs = FakeJobStore(*(claimed(r.job_id, r.recipient_domain or "") for r in [*slow, *fast]))
+    provider = SlowProvider()
+    config = LimitConfig({"email": None}, {"slow.test": 10.0}, None, None, None)
+    gate = admission(store, pause, ClockLimiter(), queue=0.15, config=config)
+    await batch_handler(jobs, provider, gate, pause, concurrency=1)(
+        JobBatch(channel="email", job_ids=[1, 2, 3, 4, 5, 6, 7, 8])
+    )
+    # slow 1 goes now; slow 2 waits in the line (100 ms), outside the only slot: the fast ones go first.
+    assert provider.sent == [
+        "shopper1@slow.test",
+        "shopper6@fast.test",
+        "shopper7@fast.test",
+        "shopper8@fast.test",
+        "shopper2@slow.test",
+    ]
+    assert [d.job_id for d in store.deferred] == [3, 4, 5]  # beyond the line's horizon: in PostgreSQL
+    assert {d.decision for d in store.deferred} == {"rate-limited:domain"}
+    assert sorted(jobs.claims) == [1, 2, 6, 7, 8]  # a deferred job is never claimed: no attempt spent
+
+
+async def test_a_reserved_wait_holds_no_slot() -> None:
+    class Reserving:
+        async def acquire(self, limits: Sequence[Limit], max_wait_us: int) -> Verdict:
+            return Granted(300_000 if any(limit.key.endswith("slow.test") for limit in limits) else 0)
+
+    pause = ChannelPause("email", FakePauseStore())
+    store = FakeAdmissionStore(route(1, "slow.test"), route(2, "fast.test"))
+    config = LimitConfig({"email": 1000.0}, {"slow.test": 1.0}, None, None, None)
+    gate = admission(store, pause, Reserving(), config=config)  # type: ignore[arg-type]
+    jobs = FakeJobStore(claimed(1, "slow.test"), claimed(2, "fast.test"))
+    provider = SlowProvider()
+    await batch_handler(jobs, provider, gate, pause, concurrency=1)(JobBatch(channel="email", job_ids=[1, 2]))
+    # Job 1 came first but sleeps its reservation outside the only slot: job 2 is sent meanwhile.
+    assert provider.sent == ["shopper2@fast.test", "shopper1@slow.test"]
+
+
+async def test_a_configuration_error_pauses_the_channel_and_returns_the_job_due_at_once() -> None:
+    pauses = FakePauseStore()
+    pause = ChannelPause("email", pauses)
+    store = FakeAdmissionStore(route(1), route(2))
+    jobs = FakeJobStore(claimed(1, "fast.test"), claimed(2, "fast.test"))
+    refused = ProviderError("response", "535", "5.7.8 Authentication credentials invalid")
+    provider = SlowProvider(errors={"shopper1@fast.test": refused})
+    await batch_handler(jobs, provider, admission(store, pause), pause, concurrency=1)(
+        JobBatch(channel="email", job_ids=[1, 2])
+    )
+    [record] = jobs.records
+    assert record.state is JobState.PENDING
+    assert record.decision == "channel-paused"
+    assert record.next_attempt_at == NOW  # due again as soon as the channel resumes
+    assert pause.paused
+    assert pauses.paused == [("email", "authentication or policy refused (535)", "535")]
+    # Job 2 was admitted before the refusal and waited for the slot: deferred, never claimed.
+    assert jobs.claims == [1]
+    assert provider.sent == []
+    assert store.deferred == [Deferral(2, NOW + timedelta(seconds=30), "channel-paused")]
+
+
+async def test_sends_whose_reservations_went_stale_still_reach_the_provider_one_interval_apart() -> None:
+    class Stale:
+        """Grants every send at once, as if each reservation had been made long ago (a loaded machine)."""
+
+        async def acquire(self, limits: Sequence[Limit], max_wait_us: int) -> Verdict:
+            return Granted(0)
+
+    class TimedProvider(SlowProvider):
+        def __init__(self) -> None:
+            super().__init__()
+            self.instants: list[float] = []
+
+        async def send(self, message: EmailMessage) -> ProviderReceipt:
+            self.instants.append(asyncio.get_running_loop().time())
+            return await super().send(message)
+
+    pause = ChannelPause("email", FakePauseStore())
+    store = FakeAdmissionStore(*(route(i, "slow.test") for i in range(1, 4)))
+    config = LimitConfig({"email": None}, {"slow.test": 20.0}, None, None, None)
+    gate = admission(store, pause, Stale(), config=config)  # type: ignore[arg-type]
+    jobs = FakeJobStore(*(claimed(i, "slow.test") for i in range(1, 4)))
+    provider = TimedProvider()
+    started = asyncio.get_running_loop().time()
+    await batch_handler(jobs, provider, gate, pause, concurrency=4)(
+        JobBatch(channel="email", job_ids=[1, 2, 3])
+    )
+    # Released one interval apart (20/s: 50 ms): the k-th call comes no sooner than k intervals after the
+    # start. A lower bound from sleeps on the loop's monotonic clock, not a timing.
+    assert len(provider.instants) == 3
+    assert all(at >= started + k * 0.05 - 1e-6 for k, at in enumerate(provider.instants)), provider.instants

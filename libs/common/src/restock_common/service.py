@@ -9,14 +9,17 @@ requests, then runs the lifespan's shutdown, where a worker stops consuming and 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import uvicorn
 from litestar import Litestar, get
+from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
 from litestar.response import Response
+from litestar.types import Scope
 from piccolo.engine.postgres import PostgresEngine
 
 from restock_common.broker import Broker
@@ -34,6 +37,23 @@ DEFAULT_PORTS = {
 }
 
 ReadinessCheck = Callable[[], Awaitable[object]]
+
+log = logging.getLogger(__name__)
+
+
+async def log_server_error(exception: Exception, scope: Scope) -> None:
+    """Litestar ``after_exception`` hook: every request that ends in a 5xx leaves an ERROR line with the
+    exception (the services run Litestar with ``logging_config=None`` so that every line is our JSON, which
+    also silences Litestar's own exception logging). A 4xx is the caller's problem, answered with a reason,
+    and not logged here. Contacts and link tokens are redacted by the log formatter."""
+    if isinstance(exception, HTTPException) and exception.status_code < 500:
+        return
+    route = scope.get("path_template") or scope.get("path", "")
+    log.error(
+        "request failed",
+        extra={"method": scope.get("method", ""), "route": route},
+        exc_info=(type(exception), exception, exception.__traceback__),
+    )
 
 
 def health_routes(checks: Mapping[str, ReadinessCheck], timeout: float = 2.0) -> list[HTTPRouteHandler]:

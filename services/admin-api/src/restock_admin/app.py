@@ -40,7 +40,7 @@ from restock_common.db.engine import make_engine, open_engine
 from restock_common.db.tables import Tenant
 from restock_common.links import LinkSigner
 from restock_common.replay import PiccoloReplayStore, ReplayResult, replay
-from restock_common.service import DEFAULT_PORTS, health_routes, serve
+from restock_common.service import DEFAULT_PORTS, health_routes, log_server_error, serve
 from restock_common.settings import Settings
 from restock_common.telemetry import http_telemetry_plugins, setup_logging, setup_tracing
 
@@ -121,6 +121,7 @@ def create_app(
 
     return Litestar(
         plugins=http_telemetry_plugins(),
+        after_exception=[log_server_error],
         route_handlers=[
             *health_routes({"postgres": postgres_ready, "redis": redis_ready}),
             storefront_router(signups, views, secret, clock, settings.forwarded_for_trusted_hops),

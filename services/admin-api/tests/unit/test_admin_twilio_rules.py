@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from restock_admin.twilio.keywords import CONFIRMED_TEXT, EMPTY, Keyword, keyword, message, reply
 from restock_admin.twilio import receipts
+from restock_admin.twilio.keywords import CONFIRMED_TEXT, EMPTY, Keyword, keyword, message, reply
 from restock_admin.twilio.receipts import Receipt, error_kind, opted_out, supersedes
 
 

@@ -13,6 +13,9 @@ from restock_admin.twilio.receipts import Receipt
 from restock_admin.twilio.services import InboundService, StatusService
 from restock_common.signatures import contact_hash
 
+SID = "SM" + "9" * 32  # Twilio Message SIDs: SM + 32 hex digits
+SID1 = "SM" + "1" * 32
+
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
 
@@ -42,7 +45,7 @@ class RecordingLedger:
 async def test_keywords_apply_to_every_sms_subscription_of_the_number(body: str, event: Event) -> None:
     ledger = RecordingLedger()
     await InboundService(ledger, lambda: NOW).handle(
-        {"From": "+1 (415) 555-2671", "Body": body, "MessageSid": "SM" + "1" * 32}
+        {"From": "+1 (415) 555-2671", "Body": body, "MessageSid": SID1}
     )
     assert ledger.calls == [(ContactOnChannel(contact_hash("+14155552671"), "sms"), event, "sms-keyword")]
 
@@ -68,18 +71,18 @@ class Receipts:
 
 async def test_an_opt_out_receipt_unsubscribes_its_subscriptions() -> None:
     ledger, receipts = RecordingLedger(), Receipts([4])
-    params = {"MessageSid": "SM" + "9" * 32, "MessageStatus": "failed", "ErrorCode": "21610"}
+    params = {"MessageSid": SID, "MessageStatus": "failed", "ErrorCode": "21610"}
     assert await StatusService(receipts, ledger, lambda: NOW).record(params)
-    assert receipts.recorded == [(Receipt("SM" + "9" * 32, "failed", "21610"), "permanent")]
+    assert receipts.recorded == [(Receipt(SID, "failed", "21610"), "permanent")]
     assert ledger.calls == [(Subscriptions((4,)), Event.UNSUBSCRIBE, "provider")]
 
 
 @pytest.mark.parametrize(
     ("params", "subscriptions", "accepted"),
     [
-        ({"MessageSid": "SM" + "9" * 32, "MessageStatus": "undelivered", "ErrorCode": "30005"}, [4], True),
-        ({"MessageSid": "SM" + "9" * 32, "MessageStatus": "failed", "ErrorCode": "21610"}, None, True),  # unknown SID
-        ({"MessageSid": "SM" + "9" * 32, "MessageStatus": "bogus"}, [4], False),
+        ({"MessageSid": SID, "MessageStatus": "undelivered", "ErrorCode": "30005"}, [4], True),
+        ({"MessageSid": SID, "MessageStatus": "failed", "ErrorCode": "21610"}, None, True),  # unknown SID
+        ({"MessageSid": SID, "MessageStatus": "bogus"}, [4], False),
         ({"MessageStatus": "sent"}, [4], False),
     ],
 )

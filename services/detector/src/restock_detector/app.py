@@ -22,8 +22,9 @@ from restock_common import topology
 from restock_common.broker import Broker
 from restock_common.db.engine import open_engine
 from restock_common.faults import FaultPoints
-from restock_common.service import Connections, health_routes, run
+from restock_common.service import Connections, health_routes, log_server_error, run
 from restock_common.settings import Settings
+from restock_common.telemetry import http_telemetry_plugins
 from restock_detector.admin_api import ShopifyAdminApi
 from restock_detector.handler import Clock, WebhookHandler
 from restock_detector.relay import OutboxRelay, OutboxWakeup
@@ -126,6 +127,8 @@ def create_app(
         lifespan=[lifespan],
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,  # keep telemetry.setup_logging's JSON lines: Litestar's default replaces them
+        after_exception=[log_server_error],
+        plugins=http_telemetry_plugins(),
     )
 
 

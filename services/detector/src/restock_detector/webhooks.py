@@ -1,28 +1,24 @@
 """``POST /webhooks/shopify``: the one route Shopify calls. Thin: the work is in ``handler.py``.
 
-Each request runs in a SERVER span (Litestar's OpenTelemetry plugin needs
-``opentelemetry-instrumentation-asgi``, which is not installed), so the traceparent the handler stores on
-the restock event and the outbox row is this webhook's trace.
+Each request runs in the SERVER span of Litestar's OpenTelemetry plugin (``restock_common.telemetry.
+http_telemetry_plugins``), which continues Shopify's or the sandbox's ``traceparent``; the route adds the
+topic and shop to it. So the traceparent the handler stores on the restock event and the outbox row is this
+webhook's trace.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from litestar import Controller, Request, post
 from litestar.di import NamedDependency
 from litestar.response import Response
-from opentelemetry import propagate, trace
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry import trace
 
 from restock_detector.handler import WebhookHandler
 
 ROUTE = "/webhooks/shopify"
 MAX_BODY_BYTES = 1024 * 1024  # Shopify's payloads are a few KiB; anything near this is not Shopify
-
-tracer = trace.get_tracer("restock.detector")
 
 
 class ShopifyWebhookController(Controller):
@@ -34,25 +30,9 @@ class ShopifyWebhookController(Controller):
     async def receive(
         self, request: Request[Any, Any, Any], webhook_handler: NamedDependency[WebhookHandler]
     ) -> Response[dict[str, object]]:
-        with _server_span(request) as span:
-            body = await request.body()
-            result = await webhook_handler.handle_webhook(dict(request.headers), body)
-            span.set_attribute("http.response.status_code", result.status_code)
+        span = trace.get_current_span()
+        span.set_attribute("shopify.topic", request.headers.get("x-shopify-topic", "")[:64])
+        span.set_attribute("shopify.shop_domain", request.headers.get("x-shopify-shop-domain", "")[:255])
+        body = await request.body()
+        result = await webhook_handler.handle_webhook(dict(request.headers), body)
         return Response(result.body, status_code=result.status_code)
-
-
-@contextmanager
-def _server_span(request: Request[Any, Any, Any]) -> Iterator[Span]:
-    """A SERVER span continuing the caller's trace context, if it sent one."""
-    with tracer.start_as_current_span(
-        f"POST {ROUTE}",
-        context=propagate.extract(dict(request.headers)),
-        kind=SpanKind.SERVER,
-        attributes={
-            "http.request.method": "POST",
-            "http.route": ROUTE,
-            "shopify.topic": request.headers.get("x-shopify-topic", ""),
-            "shopify.shop_domain": request.headers.get("x-shopify-shop-domain", ""),
-        },
-    ) as span:
-        yield span

@@ -24,7 +24,7 @@ from restock_common.broker import Broker
 from restock_common.db.engine import open_engine
 from restock_common.faults import FaultPoints
 from restock_common.messages import CHANNELS, RestockDetected
-from restock_common.service import Connections, health_routes, run
+from restock_common.service import Connections, health_routes, log_server_error, run
 from restock_common.settings import Settings
 from restock_common.telemetry import http_telemetry_plugins
 from restock_dispatcher.fast_dedup import RedisFastDedup
@@ -149,6 +149,7 @@ def create_app(settings: Settings, *, faults: FaultPoints | None = None) -> Lite
         route_handlers=health_routes(checks),
         lifespan=[lifespan],
         logging_config=None,
+        after_exception=[log_server_error],
         plugins=http_telemetry_plugins(),
     )
 

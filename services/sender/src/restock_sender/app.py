@@ -25,8 +25,9 @@ from restock_common.db.engine import open_engine
 from restock_common.faults import FaultPoints
 from restock_common.links import LinkSigner
 from restock_common.messages import Channel, ConfirmationRequested, JobBatch
-from restock_common.service import Connections, health_routes, run
+from restock_common.service import Connections, health_routes, log_server_error, run
 from restock_common.settings import Settings
+from restock_common.telemetry import http_telemetry_plugins
 from restock_sender.adapters.admission_store import PiccoloAdmissionStore
 from restock_sender.adapters.confirmation_store import PiccoloConfirmationStore, RedisSendGuard
 from restock_sender.adapters.job_store import PiccoloJobStore
@@ -279,6 +280,8 @@ def create_app(
         route_handlers=[*health_routes(runtime.checks()), metrics_route(registry)],
         lifespan=[lifespan],
         logging_config=None,
+        after_exception=[log_server_error],
+        plugins=http_telemetry_plugins(),
     )
 
 

@@ -24,27 +24,35 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import AsyncExitStack, contextmanager, suppress
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aio_pika
 import asyncpg
 import httpx
+from tools.harness import (
+    AMQP_ROOT,
+    ROOT,
+    Service,
+    cleanup,
+    database_url,
+    drop_database,
+    free_port,
+    metric,
+    migrate,
+    rabbitmqctl,
+    run_checked,
+    service,
+)
 
 from restock_common import messages, signatures, topology
 from restock_common.broker import Broker
@@ -52,12 +60,9 @@ from restock_sandbox.stack import set_shop_rules
 
 Webhook = tuple[bytes, dict[str, str]]  # a body and its headers
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "detector.json"
 BARE_APP = ROOT / "bench" / "baseline" / "bare_webhook.py"
 
-PG_ADMIN_URL = os.environ.get("RESTOCK_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-AMQP_ROOT = os.environ.get("RESTOCK_BENCH_AMQP_ROOT", "amqp://guest:guest@127.0.0.1:5672")
 SECRET = "bench-shopify-secret"
 SHOP = "bench-shop.myshopify.com"
 LOCATION_ID = 7001
@@ -79,7 +84,6 @@ VARIANTS_PER_PRODUCT = 250
 LOAD_BASE, WARMUP_BASE, EVENT_BASE = 100_000, 300_000, 500_000
 ITEM_OFFSET = 1_000_000  # a variant's inventory item id is its id + this
 
-READY_TIMEOUT_S = 60.0
 DRAIN_TIMEOUT_S = 60.0
 EVENT_TIMEOUT_S = 30.0
 
@@ -87,121 +91,26 @@ EVENT_TIMEOUT_S = 30.0
 # --- private infrastructure -------------------------------------------------------------------------
 
 
-def _rabbitmqctl(*args: str) -> None:
-    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    subprocess.run([ctl, "-q", *args], check=True, capture_output=True, timeout=60)
-
-
-async def _drop_database(name: str) -> None:
-    connection = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
-
-
 @contextmanager
 def private_infrastructure() -> Iterator[dict[str, str]]:
     """A migrated database ``restock_bench_<random>`` and a vhost of the same name; the RESTOCK_* env."""
     name = f"restock_bench_{uuid.uuid4().hex[:10]}"
     env = {
-        "RESTOCK_DATABASE_URL": f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}",
+        "RESTOCK_DATABASE_URL": database_url(name),
         "RESTOCK_AMQP_URL": f"{AMQP_ROOT}/{name}",
         "RESTOCK_SHOPIFY_API_SECRET": SECRET,
         # No Admin API here: the shop's first reconciliation sync fails fast (connection refused) instead of
         # reaching whatever listens on the sandbox's default port.
-        "RESTOCK_SHOPIFY_API_BASE_URL": f"http://127.0.0.1:{_free_port()}",
+        "RESTOCK_SHOPIFY_API_BASE_URL": f"http://127.0.0.1:{free_port()}",
     }
     try:
-        _rabbitmqctl("add_vhost", name)
-        _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        _run_checked([sys.executable, "-m", "restock_common.migrate"], env)
+        rabbitmqctl("add_vhost", name)
+        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        migrate(env)
         yield env
     finally:
-        # Each step on its own: a failed first one must not leave the second behind.
-        try:
-            asyncio.run(_drop_database(name))
-        except Exception as error:
-            print(f"warning: could not drop database {name}: {error}", file=sys.stderr)
-        try:
-            _rabbitmqctl("delete_vhost", name)
-        except Exception as error:
-            print(f"warning: could not delete vhost {name}: {error}", file=sys.stderr)
-
-
-def _run_checked(argv: list[str], env: dict[str, str]) -> None:
-    done = subprocess.run(
-        argv, env={**os.environ, **env}, cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[1:])} failed ({done.returncode}): {done.stderr[-2000:]}")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class Service:
-    """A server subprocess on a loopback port."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    log: IO[bytes]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log_tail(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-3000:]
-
-    def peak_rss_mib(self) -> float:
-        """``VmHWM`` of the process: the most resident memory it ever had."""
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
-        return int(line.split()[1]) / 1024
-
-
-@contextmanager
-def service(argv: list[str], env: dict[str, str]) -> Iterator[Service]:
-    """Start a server, wait until ``/readyz`` answers 200, stop it gracefully (SIGTERM) at the end."""
-    port = _free_port()
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            [sys.executable, *argv],
-            env={**os.environ, **env, "RESTOCK_HTTP_PORT": str(port)},
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        running = Service(process, port, log)
-        try:
-            _wait_ready(running)
-            yield running
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _wait_ready(running: Service) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if running.process.poll() is not None:
-            raise RuntimeError(f"server exited with {running.process.returncode}:\n{running.log_tail()}")
-        with suppress(httpx.HTTPError):
-            if httpx.get(f"{running.url}/readyz", timeout=1.0).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"server not ready after {READY_TIMEOUT_S} s:\n{running.log_tail()}")
+        cleanup(f"drop database {name}", lambda: asyncio.run(drop_database(name)))
+        cleanup(f"delete vhost {name}", lambda: rabbitmqctl("delete_vhost", name))
 
 
 # --- the shop and its catalogue ---------------------------------------------------------------------
@@ -209,7 +118,7 @@ def _wait_ready(running: Service) -> None:
 
 async def register_shop(env: dict[str, str]) -> None:
     """``restock_admin shops add``, then debounce 0, as the sandbox does for its demo shop."""
-    _run_checked([sys.executable, "-m", "restock_admin", "shops", "add", SHOP, "--access-token", "x"], env)
+    run_checked([sys.executable, "-m", "restock_admin", "shops", "add", SHOP, "--access-token", "x"], env)
     await set_shop_rules(env["RESTOCK_DATABASE_URL"], SHOP, updated_by="bench", debounce_seconds=0)
 
 
@@ -446,16 +355,6 @@ async def _send_spaced(
 # --- the run ----------------------------------------------------------------------------------------
 
 
-def _metric(value: float, unit: str, baseline: float | None = None) -> dict[str, Any]:
-    ratio = round(value / baseline, 3) if baseline else None
-    return {
-        "value": round(value, 3),
-        "unit": unit,
-        "baseline": None if baseline is None else round(baseline, 3),
-        "ratio": ratio,
-    }
-
-
 def _p(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
@@ -483,13 +382,13 @@ async def measure(env: dict[str, str], detector: Service, bare: Service) -> tupl
     await wait_requests_settled(env["RESTOCK_DATABASE_URL"])
     event_ms = await webhook_to_event(detector.url, env["RESTOCK_AMQP_URL"], levels)
     results = {
-        "webhook_p99_ms": _metric(detector_load.percentile(99), "ms", bare_load.percentile(99)),
-        "webhook_p50_ms": _metric(detector_load.percentile(50), "ms", bare_load.percentile(50)),
-        "webhook_rps": _metric(detector_load.rps, "requests/s", bare_load.rps),
-        "webhook_errors": _metric(detector_load.errors, "requests", bare_load.errors),
-        "webhook_to_event_p99_ms": _metric(_p(event_ms, 99), "ms"),
-        "webhook_to_event_p50_ms": _metric(_p(event_ms, 50), "ms"),
-        "detector_rss_mb": _metric(detector.peak_rss_mib(), "MiB", bare.peak_rss_mib()),
+        "webhook_p99_ms": metric(detector_load.percentile(99), "ms", bare_load.percentile(99)),
+        "webhook_p50_ms": metric(detector_load.percentile(50), "ms", bare_load.percentile(50)),
+        "webhook_rps": metric(detector_load.rps, "requests/s", bare_load.rps),
+        "webhook_errors": metric(detector_load.errors, "requests", bare_load.errors),
+        "webhook_to_event_p99_ms": metric(_p(event_ms, 99), "ms"),
+        "webhook_to_event_p50_ms": metric(_p(event_ms, 50), "ms"),
+        "detector_rss_mb": metric(detector.peak_rss_mib(), "MiB", bare.peak_rss_mib()),
     }
     mix = ", ".join(f"{status} {count}" for status, count in sorted(detector_load.statuses.items()))
     return results, mix
@@ -498,10 +397,10 @@ async def measure(env: dict[str, str], detector: Service, bare: Service) -> tupl
 def table(results: dict[str, Any], mix: str) -> str:
     """The figures beside their baselines (the bare route's where there is one)."""
     rows = [f"{'metric':<26}{'value':>12}  {'unit':<11}{'baseline':>12}{'ratio':>9}"]
-    for name, metric in results.items():
-        baseline = "-" if metric["baseline"] is None else f"{metric['baseline']:.2f}"
-        ratio = "-" if metric["ratio"] is None else f"{metric['ratio']:.2f}"
-        rows.append(f"{name:<26}{metric['value']:>12.2f}  {metric['unit']:<11}{baseline:>12}{ratio:>9}")
+    for name, figure in results.items():
+        baseline = "-" if figure["baseline"] is None else f"{figure['baseline']:.2f}"
+        ratio = "-" if figure["ratio"] is None else f"{figure['ratio']:.2f}"
+        rows.append(f"{name:<26}{figure['value']:>12.2f}  {figure['unit']:<11}{baseline:>12}{ratio:>9}")
     return "\n".join(
         [
             f"detector: open loop {RATE} req/s x {DURATION_S:.0f} s, baseline = bare Litestar route; "

@@ -28,31 +28,37 @@ import itertools
 import json
 import os
 import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import AsyncExitStack, contextmanager, suppress
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urlencode
 
 import asyncpg
 import httpx
+from tools.harness import (
+    ROOT,
+    Service,
+    cleanup,
+    database_url,
+    drop_database,
+    metric,
+    migrate,
+    run_checked,
+    service,
+)
 
 from restock_common import signatures
 from restock_sandbox.stack import set_shop_rules
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "signup.json"
 
-PG_ADMIN_URL = os.environ.get("RESTOCK_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 # Redis: the counters' keys expire within a minute (RESTOCK_SIGNUP_*_WINDOW_SECONDS below) and hold hashes
 # only, so the bench shares the development db instead of flushing one a test run may be using.
 REDIS_URL = os.environ.get("RESTOCK_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -66,7 +72,6 @@ CLIENTS = 4  # httpx clients, the workers round robin over them (one client's ov
 WARMUP_S = 2.0
 DURATION_S = 10.0
 REQUEST_TIMEOUT_S = 10.0
-READY_TIMEOUT_S = 60.0
 
 
 # --- the bare baseline ------------------------------------------------------------------------------
@@ -95,29 +100,12 @@ def serve_bare() -> None:
 # --- private infrastructure -------------------------------------------------------------------------
 
 
-async def _drop_database(name: str) -> None:
-    connection = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
-
-
-def _run_checked(argv: list[str], env: dict[str, str]) -> str:
-    done = subprocess.run(
-        argv, env={**os.environ, **env}, cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[1:])} failed ({done.returncode}): {done.stderr[-2000:]}")
-    return done.stdout
-
-
 @contextmanager
 def private_database() -> Iterator[dict[str, str]]:
     """A migrated database ``restock_bench_<random>``; the RESTOCK_* env of the admin-api."""
     name = f"restock_bench_{uuid.uuid4().hex[:10]}"
     env = {
-        "RESTOCK_DATABASE_URL": f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}",
+        "RESTOCK_DATABASE_URL": database_url(name),
         "RESTOCK_REDIS_URL": REDIS_URL,
         "RESTOCK_SHOPIFY_API_SECRET": SECRET,
         # Limits out of the way: every request comes from one IP here, and the limits are not measured.
@@ -127,83 +115,10 @@ def private_database() -> Iterator[dict[str, str]]:
         "RESTOCK_RETENTION_INTERVAL_SECONDS": "86400",
     }
     try:
-        _run_checked([sys.executable, "-m", "restock_common.migrate"], env)
+        migrate(env)
         yield env
     finally:
-        try:
-            asyncio.run(_drop_database(name))
-        except Exception as error:
-            print(f"warning: could not drop database {name}: {error}", file=sys.stderr)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class Service:
-    """A server subprocess on a loopback port."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    log: IO[bytes]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log_tail(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-3000:]
-
-    def peak_rss_mib(self) -> float:
-        """``VmHWM`` of the process: the most resident memory it ever had."""
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
-        return int(line.split()[1]) / 1024
-
-
-@contextmanager
-def service(argv: list[str], env: dict[str, str]) -> Iterator[Service]:
-    """Start a server, wait until ``/readyz`` answers 200, stop it gracefully (SIGTERM) at the end."""
-    port = _free_port()
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            [sys.executable, *argv],
-            env={**os.environ, **env, "RESTOCK_HTTP_PORT": str(port)},
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        running = Service(process, port, log)
-        try:
-            _wait_ready(running)
-            yield running
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _wait_ready(running: Service) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if running.process.poll() is not None:
-            raise RuntimeError(f"server exited with {running.process.returncode}:\n{running.log_tail()}")
-        with suppress(httpx.HTTPError):
-            if httpx.get(f"{running.url}/readyz", timeout=1.0).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"server not ready after {READY_TIMEOUT_S} s:\n{running.log_tail()}")
-
-
-# --- load -------------------------------------------------------------------------------------------
+        cleanup(f"drop database {name}", lambda: asyncio.run(drop_database(name)))
 
 
 def signed_path(shop: str) -> str:
@@ -293,20 +208,9 @@ async def check_stored(database_url: str, shop: str, load: Load, outbox_per_sign
 # --- the run ----------------------------------------------------------------------------------------
 
 
-def _metric(value: float, unit: str, baseline: float | None = None) -> dict[str, Any]:
-    return {
-        "value": round(value, 3),
-        "unit": unit,
-        "baseline": None if baseline is None else round(baseline, 3),
-        "ratio": round(value / baseline, 3) if baseline else None,
-    }
-
-
 async def measure(env: dict[str, str], admin: Service, bare: Service) -> tuple[dict[str, Any], list[str]]:
     for shop in (SHOP, DOI_SHOP):
-        _run_checked(
-            [sys.executable, "-m", "restock_admin", "shops", "add", shop, "--access-token", "x"], env
-        )
+        run_checked([sys.executable, "-m", "restock_admin", "shops", "add", shop, "--access-token", "x"], env)
     await set_shop_rules(env["RESTOCK_DATABASE_URL"], DOI_SHOP, updated_by="bench", double_opt_in="email")
     bare_load = await closed_loop(bare.url, SHOP, "bare")
     signup = await closed_loop(admin.url, SHOP, "off")
@@ -314,15 +218,15 @@ async def measure(env: dict[str, str], admin: Service, bare: Service) -> tuple[d
     await check_stored(env["RESTOCK_DATABASE_URL"], SHOP, signup, 0)
     await check_stored(env["RESTOCK_DATABASE_URL"], DOI_SHOP, doi, 1)
     results = {
-        "signup_rps": _metric(signup.rps, "signups/s", bare_load.rps),
-        "signup_p99_ms": _metric(signup.percentile(99), "ms", bare_load.percentile(99)),
-        "signup_p50_ms": _metric(signup.percentile(50), "ms", bare_load.percentile(50)),
-        "signup_double_opt_in_rps": _metric(doi.rps, "signups/s", bare_load.rps),
-        "signup_double_opt_in_p99_ms": _metric(doi.percentile(99), "ms", bare_load.percentile(99)),
-        "signup_non_201": _metric(
+        "signup_rps": metric(signup.rps, "signups/s", bare_load.rps),
+        "signup_p99_ms": metric(signup.percentile(99), "ms", bare_load.percentile(99)),
+        "signup_p50_ms": metric(signup.percentile(50), "ms", bare_load.percentile(50)),
+        "signup_double_opt_in_rps": metric(doi.rps, "signups/s", bare_load.rps),
+        "signup_double_opt_in_p99_ms": metric(doi.percentile(99), "ms", bare_load.percentile(99)),
+        "signup_non_201": metric(
             sum(n for s, n in (signup.statuses + doi.statuses).items() if s != "201"), "requests"
         ),
-        "admin_rss_mb": _metric(admin.peak_rss_mib(), "MiB", bare.peak_rss_mib()),
+        "admin_rss_mb": metric(admin.peak_rss_mib(), "MiB", bare.peak_rss_mib()),
     }
     mixes = [
         f"{name}: " + ", ".join(f"{s} {n}" for s, n in sorted(load.statuses.items()))
@@ -333,10 +237,10 @@ async def measure(env: dict[str, str], admin: Service, bare: Service) -> tuple[d
 
 def table(results: dict[str, Any], mixes: list[str]) -> str:
     rows = [f"{'metric':<30}{'value':>12}  {'unit':<10}{'baseline':>12}{'ratio':>9}"]
-    for name, metric in results.items():
-        baseline = "-" if metric["baseline"] is None else f"{metric['baseline']:.2f}"
-        ratio = "-" if metric["ratio"] is None else f"{metric['ratio']:.2f}"
-        rows.append(f"{name:<30}{metric['value']:>12.2f}  {metric['unit']:<10}{baseline:>12}{ratio:>9}")
+    for name, figure in results.items():
+        baseline = "-" if figure["baseline"] is None else f"{figure['baseline']:.2f}"
+        ratio = "-" if figure["ratio"] is None else f"{figure['ratio']:.2f}"
+        rows.append(f"{name:<30}{figure['value']:>12.2f}  {figure['unit']:<10}{baseline:>12}{ratio:>9}")
     return "\n".join(
         [
             f"signup: closed loop, {WORKERS} concurrent shoppers, {DURATION_S:.0f} s after {WARMUP_S:.0f} s"

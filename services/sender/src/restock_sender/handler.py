@@ -71,6 +71,9 @@ def _skip_reason(job: ClaimedJob) -> str | None:
     """Why this job must not be sent any more (consent is re-checked at send time), if it must not."""
     if job.subscription_state != "confirmed" or job.unsubscribed_at is not None:
         return "opted-out"
+    if job.fulfilled_at is not None:
+        # The shopper bought it since the freeze (or had their alerts): an alert now would be noise.
+        return "fulfilled"
     if not (job.phone if job.channel == "sms" else job.email):
         return "no-contact"
     return None

@@ -47,6 +47,8 @@ class ClaimedJob:
     template_id: int | None = None
     locale: str = "en"
     sms_opt_out_text: str = ""  # the shop's rule, appended to SMS alerts
+    # The shopper bought the variant (order.created) or was notified the shop's maximum number of times.
+    fulfilled_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -285,6 +285,21 @@ async def test_unsubscribed_subscription_is_skipped_and_nothing_is_sent(
     assert (await job(job_id))["decision"] == "opted-out"
 
 
+async def test_a_subscription_fulfilled_after_the_freeze_is_skipped_and_nothing_is_sent(
+    sender: Consumer, broker: Broker, smtp_peer: tuple[RecordingSmtp, int]
+) -> None:
+    peer, _ = smtp_peer
+    [job_id] = await seed_jobs("bought@example.com")
+    # The shopper bought the variant between the freeze and the send (the dispatcher's order.created).
+    await Subscription.update({Subscription.fulfilled_at: datetime.now(UTC)}).where(
+        Subscription.email == "bought@example.com"
+    )
+    await broker.publish(JobBatch(channel="email", job_ids=[job_id]), topology.jobs_routing_key("email"))
+    await wait_states([job_id], "skipped-opted-out")
+    assert peer.messages == []
+    assert (await job(job_id))["decision"] == "fulfilled"
+
+
 async def test_550_recipient_ends_failed_permanent_with_a_log_row(
     sender: Consumer, broker: Broker, smtp_peer: tuple[RecordingSmtp, int]
 ) -> None:

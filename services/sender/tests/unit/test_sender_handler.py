@@ -147,6 +147,7 @@ async def test_job_carries_its_stored_trace_into_the_message() -> None:
         ({"unsubscribed_at": NOW}, "opted-out"),
         ({"subscription_state": "pending"}, "opted-out"),
         ({"email": None}, "no-contact"),
+        ({"fulfilled_at": NOW}, "fulfilled"),
     ],
 )
 async def test_opted_out_subscription_is_skipped_without_sending(

@@ -30,7 +30,7 @@ WITH claimed AS (
 )
 SELECT c.id, c.tenant, c.subscription, c.variant_id, c.channel, c.notification_key, c.attempt,
        c.traceparent, t.shop_domain, s.email, s.state AS subscription_state, s.unsubscribed_at,
-       s.phone, s.locale, c.template, c.enqueued_at,
+       s.phone, s.locale, c.template, c.enqueued_at, s.fulfilled_at,
        (SELECT i.title FROM inventory_items i
          WHERE i.tenant = c.tenant AND i.variant_id = c.variant_id ORDER BY i.id LIMIT 1) AS product_title,
        r.body AS rules
@@ -98,6 +98,7 @@ def _claimed(row: dict[str, Any]) -> ClaimedJob:
         sms_opt_out_text=rules.sms_opt_out_text,
         state=_CLAIMED_STATE,
         enqueued_at=row["enqueued_at"],
+        fulfilled_at=row["fulfilled_at"],
         policy=RetryPolicy(rules.max_attempts, rules.retry_base_seconds, rules.retry_cap_seconds),
     )
 

@@ -22,6 +22,7 @@ _EXPIRED = """
 SELECT j.id, j.tenant, j.subscription, j.variant_id, j.channel, j.notification_key, j.attempt,
        j.traceparent, j.template, j.enqueued_at, j.updated_at AS claimed_at,
        t.shop_domain, s.email, s.state AS subscription_state, s.unsubscribed_at, s.phone, s.locale,
+       s.fulfilled_at,
        (SELECT i.title FROM inventory_items i
          WHERE i.tenant = j.tenant AND i.variant_id = j.variant_id ORDER BY i.id LIMIT 1) AS product_title,
        r.body AS rules

@@ -25,57 +25,43 @@ import asyncio
 import json
 import os
 import random
-import shutil
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aio_pika
 import asyncpg
-import httpx
 import redis.asyncio as aioredis
+from tools.harness import (
+    AMQP_ROOT,
+    ROOT,
+    Service,
+    cleanup,
+    database_url,
+    drop_database,
+    migrate,
+    rabbitmqctl,
+    service,
+)
 
 from restock_common import keys, messages, topology
 from restock_common.broker import Broker
 from restock_common.messages import JobBatch, RestockDetected
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "dispatch.json"
 
-PG_ADMIN_URL = os.environ.get("RESTOCK_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-AMQP_ROOT = os.environ.get("RESTOCK_BENCH_AMQP_ROOT", "amqp://guest:guest@127.0.0.1:5672")
 REDIS_ROOT = os.environ.get("RESTOCK_BENCH_REDIS_ROOT", "redis://127.0.0.1:6379")
 REDIS_DB = int(os.environ.get("RESTOCK_BENCH_REDIS_DB", "15"))
 SHOP = "bench-dispatch.myshopify.com"
 
-READY_TIMEOUT_S = 60.0
 FANOUT_TIMEOUT_S = 600.0
 
 
 # --- private infrastructure -------------------------------------------------------------------------
-
-
-def _rabbitmqctl(*args: str) -> None:
-    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    subprocess.run([ctl, "-q", *args], check=True, capture_output=True, timeout=60)
-
-
-async def _drop_database(name: str) -> None:
-    connection = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
 
 
 async def _delete_redis_keys(redis_url: str, pattern: str) -> None:
@@ -98,106 +84,31 @@ def private_infrastructure(variants: list[int]) -> Iterator[dict[str, str]]:
     """A migrated database and a vhost ``restock_bench_<random>``; the RESTOCK_* env of the run."""
     name = f"restock_bench_{uuid.uuid4().hex[:10]}"
     env = {
-        "RESTOCK_DATABASE_URL": f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}",
+        "RESTOCK_DATABASE_URL": database_url(name),
         "RESTOCK_AMQP_URL": f"{AMQP_ROOT}/{name}",
         "RESTOCK_REDIS_URL": f"{REDIS_ROOT}/{REDIS_DB}",
     }
     try:
-        _rabbitmqctl("add_vhost", name)
-        _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        done = subprocess.run(
-            [sys.executable, "-m", "restock_common.migrate"],
-            env={**os.environ, **env},
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"migrate failed: {done.stderr[-2000:]}")
+        rabbitmqctl("add_vhost", name)
+        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        migrate(env)
         yield env
     finally:
-        # Each step on its own: a failed first one must not leave the others behind.
-        for what, step in [
-            ("database", lambda: asyncio.run(_drop_database(name))),
-            ("vhost", lambda: _rabbitmqctl("delete_vhost", name)),
-            *[
-                (
-                    f"redis keys of {v}",
-                    lambda v=v: asyncio.run(
-                        _delete_redis_keys(env["RESTOCK_REDIS_URL"], f"restock:freeze:{v}:*")
-                    ),
-                )
-                for v in variants
-            ],
-        ]:
-            try:
-                step()
-            except Exception as error:
-                print(f"warning: could not remove the {what}: {error}", file=sys.stderr)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class Service:
-    """The dispatcher subprocess."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    log: IO[bytes]
-
-    def log_tail(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-3000:]
-
-    def peak_rss_mib(self) -> float:
-        """``VmHWM`` of the process: the most resident memory it ever had."""
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
-        return int(line.split()[1]) / 1024
+        cleanup(f"drop database {name}", lambda: asyncio.run(drop_database(name)))
+        cleanup(f"delete vhost {name}", lambda: rabbitmqctl("delete_vhost", name))
+        for variant in variants:
+            pattern = f"restock:freeze:{variant}:*"
+            cleanup(
+                f"remove the redis keys {pattern}",
+                lambda pattern=pattern: asyncio.run(_delete_redis_keys(env["RESTOCK_REDIS_URL"], pattern)),
+            )
 
 
 @contextmanager
 def dispatcher(env: dict[str, str]) -> Iterator[Service]:
-    """Start ``python -m restock_dispatcher``, wait for ``/readyz``, stop it with SIGTERM at the end."""
-    port = _free_port()
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "restock_dispatcher"],
-            env={**os.environ, **env, "RESTOCK_HTTP_PORT": str(port)},
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        running = Service(process, port, log)
-        try:
-            _wait_ready(running)
-            yield running
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _wait_ready(running: Service) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if running.process.poll() is not None:
-            raise RuntimeError(f"dispatcher exited with {running.process.returncode}:\n{running.log_tail()}")
-        with suppress(httpx.HTTPError):
-            if httpx.get(f"http://127.0.0.1:{running.port}/readyz", timeout=1.0).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"dispatcher not ready after {READY_TIMEOUT_S} s:\n{running.log_tail()}")
+    """``python -m restock_dispatcher``, ready, stopped with SIGTERM at the end."""
+    with service(["-m", "restock_dispatcher"], env, stop_timeout=60) as running:
+        yield running
 
 
 # --- the shop and its subscribers -------------------------------------------------------------------

@@ -100,8 +100,9 @@ class Service:
 
 
 @contextmanager
-def service(argv: list[str], env: dict[str, str]) -> Iterator[Service]:
-    """Start a server, wait until ``/readyz`` answers 200, stop it gracefully (SIGTERM) at the end."""
+def service(argv: list[str], env: dict[str, str], stop_timeout: float = 30.0) -> Iterator[Service]:
+    """Start a server, wait until ``/readyz`` answers 200, stop it gracefully (SIGTERM) at the end, killing
+    it after ``stop_timeout``."""
     port = free_port()
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
@@ -118,7 +119,7 @@ def service(argv: list[str], env: dict[str, str]) -> Iterator[Service]:
         finally:
             process.terminate()
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=stop_timeout)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()

@@ -201,8 +201,11 @@ WITH shop AS (UPDATE tenants SET uninstalled_at = $2 WHERE id = $1)
 UPDATE variant_states SET armed_at = NULL WHERE tenant = $1
 """
 
+# Erased and ended: a redacted subscription has no contact and must never be a target again (the freeze
+# takes only confirmed ones), even if the shopper signs up anew later (that is a new consent).
 _REDACT = """
-UPDATE subscriptions SET email = NULL, phone = NULL, redacted_at = $1
+UPDATE subscriptions SET email = NULL, phone = NULL, redacted_at = $1,
+       state = 'unsubscribed', unsubscribed_at = COALESCE(unsubscribed_at, $1)
 WHERE tenant = $2 AND contact_hash = ANY($3::varchar[])
 RETURNING id
 """

@@ -332,11 +332,13 @@ async def test_customers_redact_erases_that_customers_contacts(
     answer = await shopify.send("customers/redact", privacy_payload(customer=CUSTOMER, orders_to_redact=[1]))
     assert (answer.status_code, answer.json()) == (200, {"status": "redacted", "subscriptions": 2})
     rows = {
-        row["id"]: row for row in await db.fetch("SELECT id, email, phone, redacted_at FROM subscriptions")
+        row["id"]: row
+        for row in await db.fetch("SELECT id, email, phone, redacted_at, state FROM subscriptions")
     }
     for redacted in (by_email, by_phone):
         assert (rows[redacted]["email"], rows[redacted]["phone"]) == (None, None)
         assert rows[redacted]["redacted_at"] is not None
+        assert rows[redacted]["state"] == "unsubscribed"  # never a target again
     assert (rows[other]["email"], rows[other]["redacted_at"]) == ("someone-else@example.com", None)
     [audit] = await audit_rows(db)
     assert (audit["action"], audit["target_ids"]) == ("privacy.customers/redact", [191167])

@@ -41,7 +41,7 @@ from restock_common.messages import ConfirmationRequested, JobBatch
 from restock_common.rules import Rules, encode_rules
 from restock_common.settings import Settings
 from restock_common.signatures import contact_hash
-from restock_common.templating import TemplateInUse, TemplateRejected, save_version
+from restock_common.templating import CONFIRMATION_TEMPLATE, TemplateInUse, TemplateRejected, save_version
 from restock_sandbox.app import create_app as create_sandbox
 from restock_sender.app import (
     build_batch_handler,
@@ -780,6 +780,37 @@ async def test_a_confirmation_email_arrives_once_with_a_link_whose_token_verifie
     detail = msgspec.json.decode(event["detail"])
     assert detail["message_id"] == message["message_id"]
     assert "new@example.com" not in msgspec.json.encode(event).decode()
+
+
+async def test_a_confirmation_email_renders_the_shops_stored_confirmation_template(
+    clean_db: None, sms_settings: Settings, sandbox: httpx.AsyncClient, redis_client: Any
+) -> None:
+    shop = await seed_shop()
+    await save_version(
+        tenant_id=shop.tenant_id,
+        name=CONFIRMATION_TEMPLATE,
+        channel="email",
+        locale="en",
+        subject="Please confirm: {{ product_title }}",
+        body_text="Confirm here: {{ confirm_url }}\n",
+        body_html=None,
+        created_by="test",
+    )
+    subscription_id = await seed_subscription(shop, channel="email", email="own@example.com", state="pending")
+    request = ConfirmationRequested(
+        tenant_id=shop.tenant_id,
+        subscription_id=subscription_id,
+        channel="email",
+        requested_at=datetime.now(UTC),
+    )
+    provider = smtp_provider(sms_settings)
+    try:
+        assert await build_confirmation_handler(sms_settings, provider, redis_client)(request) is Outcome.ACK
+    finally:
+        await provider.close()
+    [message] = await inbox(sandbox, "own@example.com")
+    assert message["subject"] == "Please confirm: Red Scarf"
+    assert "Confirm here: " in message["text"]
 
 
 async def test_an_sms_confirmation_asks_to_reply_yes_and_a_confirmed_subscription_gets_none(

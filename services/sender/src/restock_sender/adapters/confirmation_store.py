@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from restock_common.db.tables import ConsentEvent, Subscription, Template
 from restock_common.messages import Channel
 from restock_common.rules import decode_rules
-from restock_common.templating import TemplateRecord
+from restock_common.templating import CONFIRMATION_TEMPLATE, TemplateRecord
 from restock_sender.confirmations import ConfirmationTarget
 
 # The shop's newest ``confirmation`` template for the subscription's channel and locale, if it has one.
@@ -26,7 +26,7 @@ SELECT s.id, s.tenant, s.state, s.email, s.phone, s.variant_id, t.shop_domain, r
   LEFT JOIN rules r ON r.tenant = s.tenant
   LEFT JOIN LATERAL (
       SELECT id, name, version, subject, body_text, body_html FROM templates
-       WHERE tenant = s.tenant AND channel = s.channel AND locale = s.locale AND name = 'confirmation'
+       WHERE tenant = s.tenant AND channel = s.channel AND locale = s.locale AND name = {}
        ORDER BY version DESC LIMIT 1
   ) tp ON true
  WHERE s.id = {} AND s.channel = {}
@@ -63,7 +63,7 @@ class PiccoloConfirmationStore:
     """``ConfirmationStore`` over the Piccolo engine."""
 
     async def target(self, subscription_id: int, channel: Channel) -> ConfirmationTarget | None:
-        rows = await Subscription.raw(_TARGET, subscription_id, channel)
+        rows = await Subscription.raw(_TARGET, CONFIRMATION_TEMPLATE, subscription_id, channel)
         if not rows:
             return None
         row = rows[0]

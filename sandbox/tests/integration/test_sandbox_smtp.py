@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
 
@@ -111,11 +112,38 @@ async def test_a_data_stage_rule_without_times_holds_until_cleared(sandbox, http
         {"match": "", "code": 451},
         {"match": "*", "code": 451, "times": 0},
         {"code": 451},
+        {"match": "*", "code": 421, "seconds": 0},
+        {"match": "*", "code": 421, "seconds": 7200},
     ],
 )
 async def test_invalid_rules_are_400(sandbox, http: httpx.AsyncClient, rule: dict) -> None:
     assert (await http.post("/smtp/faults", json=rule)).status_code == 400
     assert (await http.get("/smtp/faults")).json() == []
+
+
+async def test_an_outage_refuses_every_attempt_for_its_seconds_then_recovers(
+    sandbox, http: httpx.AsyncClient
+) -> None:
+    rule = {"match": "*", "code": 421, "message": "4.3.2 try again later", "seconds": 0.5, "times": 1}
+    assert (await http.post("/smtp/faults", json=rule)).status_code == 201
+    for _ in range(3):  # ``times`` is ignored during an outage: every attempt is refused
+        with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as refused:
+            await send(sandbox, message("ada@example.com"))
+        assert [error.code for error in refused.value.recipients] == [421]
+    await asyncio.sleep(0.6)
+    await send(sandbox, message("ada@example.com"))
+    assert (await http.get("/smtp/faults")).json() == []
+
+
+async def test_stats_count_duplicate_message_ids(sandbox, http: httpx.AsyncClient) -> None:
+    await send(sandbox, message("ada@example.com"))
+    await send(sandbox, message("grace@example.org"))  # the same Message-ID: a duplicate send
+    stats = (await http.get("/inbox/stats")).json()
+    assert stats["messages"] == 2
+    assert stats["distinct_message_ids"] == 1
+    assert stats["duplicates"] == {"<0123456789abcdef@restock.localhost>": 2}
+    ids = (await http.get("/inbox/message-ids")).json()
+    assert ids == ["<0123456789abcdef@restock.localhost>"] * 2
 
 
 async def test_health(sandbox, http: httpx.AsyncClient) -> None:

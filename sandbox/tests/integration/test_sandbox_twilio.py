@@ -150,6 +150,28 @@ async def test_status_callbacks_are_sent_then_delivered_and_twilio_validates_the
     ]
 
 
+async def test_status_callbacks_can_be_turned_off_and_statuses_still_advance(
+    receiver, twilio: Client, http: httpx.AsyncClient
+) -> None:
+    answer = (
+        await http.post("/twilio/config", json={"status_delay_ms": 0, "status_callbacks": False})
+    ).json()
+    assert answer == {"status_delay_ms": 0, "status_callbacks": False}
+    message = await twilio.messages.create_async(
+        to=SHOPPER, from_=FROM, body="hello", status_callback=f"{receiver.url}/twilio/status"
+    )
+
+    async def delivered() -> bool:
+        return (await twilio.messages(message.sid).fetch_async()).status == "delivered"
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while not await delivered():
+        assert asyncio.get_running_loop().time() < deadline, "the message never reached delivered"
+        await asyncio.sleep(0.05)
+    assert receiver.requests == []
+    assert (await http.post("/twilio/config", json={"status_callbacks": True})).json()["status_callbacks"]
+
+
 @pytest.mark.parametrize(
     ("code", "status"),
     [(21211, 400), (21610, 400), (21614, 400), (21408, 400), (20429, 429), (20003, 401), (500, 500)],
@@ -336,6 +358,8 @@ async def test_stats_count_the_most_messages_in_any_second(twilio, http) -> None
     assert stats["accepted"] == 3
     assert stats["segments"] == 3
     assert 1 <= stats["max_in_any_1s"] <= 3
+    # Three messages to one number: two of them are duplicates by recipient.
+    assert (stats["recipients"], stats["duplicates"]) == (1, 2)
 
 
 async def test_unknown_fault_code_is_refused(http) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from email.message import EmailMessage
 
@@ -55,9 +56,46 @@ def test_stored_message_keeps_headers_and_parts() -> None:
     mail["X-Trace"] = "two"
     mail.set_content("plain body")
     inbox = Inbox()
-    stored = inbox.store(mail.as_bytes(), "from@x", ["to@y"], NOW)
+    stored = inbox.store(mail.as_bytes(), "from@x", ["to@y"], NOW).parsed()
     assert (stored.subject, stored.message_id, stored.html) == ("Hello", "<id@x>", None)
     assert stored.text.strip() == "plain body"  # type: ignore[union-attr]
     assert [v for k, v in stored.headers if k == "X-Trace"] == ["one", "two"]
     assert inbox.received("TO@y") == [stored]
     assert inbox.received("other@y") == []
+
+
+def test_an_outage_rule_answers_everyone_until_it_expires() -> None:
+    inbox = Inbox()
+    inbox.add_fault(FaultRule("*", 421, "try later", times=None, expires_at=time.monotonic() + 0.2))
+    assert [inbox.take_fault("rcpt", ["a@b.co"]).code for _ in range(3)] == [421] * 3  # type: ignore[union-attr]
+    time.sleep(0.25)
+    assert inbox.take_fault("rcpt", ["a@b.co"]) is None
+    assert inbox.faults == []
+
+
+def _mail(message_id: str) -> bytes:
+    mail = EmailMessage()
+    mail["Message-ID"] = message_id
+    mail.set_content("x")
+    return mail.as_bytes()
+
+
+def test_stats_count_messages_and_the_message_ids_received_twice() -> None:
+    inbox = Inbox()
+    assert inbox.stats().messages == 0
+    for message_id in ["<a@x>", "<b@x>", "<a@x>", "<c@x>", "<a@x>"]:
+        inbox.store(_mail(message_id), "from@x", ["to@y"], NOW)
+    stats = inbox.stats()
+    assert (stats.messages, stats.distinct_message_ids, stats.duplicates) == (5, 3, {"<a@x>": 3})
+    assert stats.first_received_at == stats.last_received_at == NOW
+
+
+def test_a_folded_message_id_is_read_unfolded() -> None:
+    raw = (
+        b"Message-ID:\r\n <0123456789abcdef0123456789abcdef@restock.a-long-shop-name.myshopify.com>\r\n"
+        b"\r\nbody"
+    )
+    inbox = Inbox()
+    received = inbox.store(raw, "from@x", ["to@y"], NOW)
+    expected = "<0123456789abcdef0123456789abcdef@restock.a-long-shop-name.myshopify.com>"
+    assert received.message_id == received.parsed().message_id == expected

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
 
     # Broker and worker tuning.
     amqp_prefetch: int = Field(default=32, ge=1)
+    # A half-open connection (the peer gone without a FIN) is noticed after about two missed heartbeats.
+    amqp_heartbeat_seconds: int = Field(default=15, ge=1, le=600)
     job_batch_size: int = Field(default=100, ge=1, le=10_000)
     delivery_limit: int = Field(default=5, ge=1)
     outbox_poll_seconds: float = Field(default=0.5, gt=0)

@@ -8,16 +8,22 @@ Rules of the fault table:
 - The first matching rule answers ``code message`` and uses up one of its ``times``; a rule with
   ``times`` None answers every attempt until the table is cleared. Exhausted rules disappear, so the
   next attempt is accepted: "answer 451 twice, then take it".
+- A rule with ``expires_at`` (a ``time.monotonic()`` instant) also disappears then: "answer 421 to
+  everyone for 30 seconds, then recover", an outage rather than a count.
 """
 
 from __future__ import annotations
 
 import email
 import email.policy
+import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 from typing import Literal
 
 import msgspec
@@ -40,6 +46,16 @@ class StoredMessage(msgspec.Struct, frozen=True, kw_only=True):
     size: int
 
 
+class InboxStats(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /inbox/stats``: the inbox in numbers."""
+
+    messages: int
+    distinct_message_ids: int
+    duplicates: dict[str, int]  # Message-ID -> times received, only those received more than once
+    first_received_at: datetime | None
+    last_received_at: datetime | None
+
+
 @dataclass
 class FaultRule:
     """Answer ``code message`` to matching attempts, ``times`` times (None: until cleared)."""
@@ -49,6 +65,11 @@ class FaultRule:
     message: str
     times: int | None = 1
     stage: Stage = "rcpt"
+    expires_at: float | None = None  # time.monotonic(); None: only ``times`` ends the rule
+
+    def expired(self, now: float) -> bool:
+        """Whether the rule's outage is over."""
+        return self.expires_at is not None and now >= self.expires_at
 
     def matches(self, address: str) -> bool:
         """Whether this rule applies to one recipient address."""
@@ -84,7 +105,7 @@ def parse_message(
         rcpt_tos=list(rcpt_tos),
         headers=[(name, str(value)) for name, value in parsed.items()],
         subject=str(parsed["Subject"]) if parsed["Subject"] is not None else None,
-        message_id=str(parsed["Message-ID"]) if parsed["Message-ID"] is not None else None,
+        message_id=header_message_id(raw),
         text=_part(parsed, "plain"),
         html=_part(parsed, "html"),
         received_at=received_at,
@@ -92,25 +113,70 @@ def parse_message(
     )
 
 
+@dataclass
+class Received:
+    """One accepted message as it came off the wire; parsed into a ``StoredMessage`` only when read, so
+    accepting a message costs the peer a header scan, not a MIME parse (the fault suite sends 10,000)."""
+
+    id: str
+    raw: bytes
+    mail_from: str
+    rcpt_tos: list[str]
+    received_at: datetime
+    message_id: str | None
+    _parsed: StoredMessage | None = None
+
+    def parsed(self) -> StoredMessage:
+        if self._parsed is None:
+            self._parsed = parse_message(self.raw, self.mail_from, self.rcpt_tos, self.received_at, self.id)
+        return self._parsed
+
+
+_HEADERS_ONLY = BytesHeaderParser(policy=compat32)
+
+
+def header_message_id(raw: bytes) -> str | None:
+    """The Message-ID header, unfolded, from the header block alone (pure)."""
+    value = _HEADERS_ONLY.parsebytes(raw).get("Message-ID")
+    if value is None:
+        return None
+    return "".join(str(value).split()) or None
+
+
 class Inbox:
     """Messages and the fault table, in memory (the sandbox is a development and test peer)."""
 
     def __init__(self) -> None:
-        self.messages: list[StoredMessage] = []
+        self.messages: list[Received] = []
         self.faults: list[FaultRule] = []
 
-    def store(self, raw: bytes, mail_from: str, rcpt_tos: list[str], received_at: datetime) -> StoredMessage:
+    def store(self, raw: bytes, mail_from: str, rcpt_tos: list[str], received_at: datetime) -> Received:
         """Keep an accepted message."""
-        message = parse_message(raw, mail_from, rcpt_tos, received_at, uuid.uuid4().hex)
+        message = Received(
+            uuid.uuid4().hex, raw, mail_from, list(rcpt_tos), received_at, header_message_id(raw)
+        )
         self.messages.append(message)
         return message
 
     def received(self, to: str | None = None) -> list[StoredMessage]:
         """Every message, or those with ``to`` among their envelope recipients."""
         if to is None:
-            return list(self.messages)
+            return [m.parsed() for m in self.messages]
         wanted = to.strip().lower()
-        return [m for m in self.messages if wanted in (r.lower() for r in m.rcpt_tos)]
+        return [m.parsed() for m in self.messages if wanted in (r.lower() for r in m.rcpt_tos)]
+
+    def stats(self) -> InboxStats:
+        """Counts for a test that cannot afford to read every message: how many, and which Message-IDs
+        arrived more than once (a duplicate send, since the sender's Message-ID is one per job)."""
+        counts = Counter(m.message_id for m in self.messages if m.message_id is not None)
+        moments = [m.received_at for m in self.messages]
+        return InboxStats(
+            messages=len(self.messages),
+            distinct_message_ids=len(counts),
+            duplicates={key: n for key, n in counts.items() if n > 1},
+            first_received_at=min(moments, default=None),
+            last_received_at=max(moments, default=None),
+        )
 
     def clear(self) -> None:
         """Forget every message."""
@@ -126,6 +192,8 @@ class Inbox:
 
     def take_fault(self, stage: Stage, recipients: list[str]) -> FaultRule | None:
         """The rule that answers this attempt, if any, using up one of its times."""
+        now = time.monotonic()
+        self.faults[:] = [rule for rule in self.faults if not rule.expired(now)]
         for rule in self.faults:
             if rule.stage == stage and any(rule.matches(r) for r in recipients):
                 if rule.times is not None:

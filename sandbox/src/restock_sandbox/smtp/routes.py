@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import msgspec
@@ -9,7 +10,7 @@ from litestar import Controller, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, QueryParameter
 
-from restock_sandbox.smtp.inbox import FaultRule, Inbox, Stage, StoredMessage
+from restock_sandbox.smtp.inbox import FaultRule, Inbox, InboxStats, Stage, StoredMessage
 
 
 class FaultIn(msgspec.Struct, frozen=True, kw_only=True):
@@ -20,6 +21,8 @@ class FaultIn(msgspec.Struct, frozen=True, kw_only=True):
     message: Annotated[str, msgspec.Meta(max_length=200)] = "4.3.0 sandbox fault"
     times: Annotated[int, msgspec.Meta(ge=1)] | None = 1
     stage: Stage = "rcpt"
+    # An outage: the rule answers every matching attempt (whatever ``times`` says) for this many seconds.
+    seconds: Annotated[float, msgspec.Meta(gt=0, le=3_600)] | None = None
 
 
 class InboxController(Controller):
@@ -33,6 +36,16 @@ class InboxController(Controller):
     ) -> list[StoredMessage]:
         return inbox.received(to)
 
+    @get("/stats")
+    async def stats(self, inbox: NamedDependency[Inbox]) -> InboxStats:
+        return inbox.stats()
+
+    @get("/message-ids")
+    async def message_ids(self, inbox: NamedDependency[Inbox]) -> list[str | None]:
+        """Every message's Message-ID in arrival order: the fault suite matches them to jobs without
+        reading 10,000 bodies."""
+        return [message.message_id for message in inbox.messages]
+
     @delete("/")
     async def clear(self, inbox: NamedDependency[Inbox]) -> None:
         inbox.clear()
@@ -45,7 +58,13 @@ class FaultController(Controller):
 
     @post("/")
     async def add(self, inbox: NamedDependency[Inbox], data: JSONBody[FaultIn]) -> list[dict[str, object]]:
-        inbox.add_fault(FaultRule(data.match, data.code, data.message, data.times, data.stage))
+        if data.seconds is None:
+            rule = FaultRule(data.match, data.code, data.message, data.times, data.stage)
+        else:
+            rule = FaultRule(
+                data.match, data.code, data.message, None, data.stage, time.monotonic() + data.seconds
+            )
+        inbox.add_fault(rule)
         return [vars(rule) for rule in inbox.faults]
 
     @get("/")

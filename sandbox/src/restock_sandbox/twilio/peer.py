@@ -99,6 +99,8 @@ class TwilioPeer:
         # Between acceptance and ``sent``: Twilio's first callback comes a moment after the API's answer,
         # never before the sender could record the sid; POST /twilio/config changes it.
         self.status_delay_seconds = 0.25
+        # Off: statuses still advance, but nobody is called back (a load test that is not about receipts).
+        self.status_callbacks = True
         self._tasks: set[asyncio.Task[None]] = set()
 
     def authenticated(self, authorization: str | None) -> bool:
@@ -165,7 +167,7 @@ class TwilioPeer:
             record.date_sent = now
         if error_code is not None:
             record.error_code, record.error_message = error_code, DELIVERY_ERRORS[error_code]
-        if record.status_callback:
+        if record.status_callback and self.status_callbacks:
             await self._post("status", record.status_callback, status_params(record))
 
     async def _post(self, kind: str, url: str, params: dict[str, str]) -> Callback:

@@ -14,6 +14,7 @@ Sandbox control (JSON): ``/twilio/messages`` (GET ?to=, DELETE), ``/twilio/callb
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -194,9 +195,11 @@ class InboundIn(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ConfigIn(msgspec.Struct, frozen=True, kw_only=True):
-    """``POST /twilio/config``: the delay between acceptance and the ``sent`` status (default 250 ms)."""
+    """``POST /twilio/config``: the delay between acceptance and the ``sent`` status (default 250 ms), and
+    whether status callbacks are made at all (default on). A field left out keeps its value."""
 
-    status_delay_ms: Annotated[int, msgspec.Meta(ge=0, le=600_000)]
+    status_delay_ms: Annotated[int, msgspec.Meta(ge=0, le=600_000)] | None = None
+    status_callbacks: bool | None = None
 
 
 class TwilioControl(Controller):
@@ -250,8 +253,12 @@ class TwilioControl(Controller):
     @get("/stats")
     async def stats(self, twilio: Peer) -> dict[str, Any]:
         accepted = [m.date_created for m in twilio.messages]
+        per_recipient = Counter(m.to for m in twilio.messages)
         return {
             "accepted": len(accepted),
+            "recipients": len(per_recipient),
+            # Messages beyond the first to one number: each restock alert goes to a number once.
+            "duplicates": sum(n - 1 for n in per_recipient.values()),
             "segments": sum(m.num_segments for m in twilio.messages),
             "max_in_any_1s": max_in_window(accepted, 1.0),
             "first_accepted_at": min(accepted, default=None),
@@ -260,5 +267,11 @@ class TwilioControl(Controller):
 
     @post("/config", status_code=200)
     async def configure(self, twilio: Peer, data: JSONBody[ConfigIn]) -> dict[str, Any]:
-        twilio.status_delay_seconds = data.status_delay_ms / 1000
-        return {"status_delay_ms": data.status_delay_ms}
+        if data.status_delay_ms is not None:
+            twilio.status_delay_seconds = data.status_delay_ms / 1000
+        if data.status_callbacks is not None:
+            twilio.status_callbacks = data.status_callbacks
+        return {
+            "status_delay_ms": round(twilio.status_delay_seconds * 1000),
+            "status_callbacks": twilio.status_callbacks,
+        }

@@ -84,7 +84,9 @@ def create_app(
             pool = await open_pool(settings.database_url)
             stack.push_async_callback(pool.close)
             runtime.broker = broker or await Broker.connect(
-                settings.amqp_url, delivery_limit=settings.delivery_limit
+                settings.amqp_url,
+                delivery_limit=settings.delivery_limit,
+                heartbeat=settings.amqp_heartbeat_seconds,
             )
             if broker is None:
                 stack.push_async_callback(runtime.broker.close)

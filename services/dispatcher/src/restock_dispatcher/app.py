@@ -73,7 +73,7 @@ def build_parts(
         engine, RedisFastDedup(redis_client), settings.freeze_page_size, wave_store=waves
     )
     publisher = BrokerBatchPublisher(broker)
-    variant_publisher = VariantPublisher(store, publisher, settings.job_batch_size)
+    variant_publisher = VariantPublisher(store, publisher, settings.job_batch_size, faults=faults)
     return Parts(
         restock=RestockHandler(store, publisher, faults, settings.job_batch_size),
         stock=StockChangedHandler(waves, variant_publisher),
@@ -119,7 +119,11 @@ def create_app(settings: Settings, *, faults: FaultPoints | None = None) -> Lite
             stack.push_async_callback(redis_client.aclose)
             engine = await open_engine(settings)
             stack.push_async_callback(engine.close_connection_pool)
-            broker = await Broker.connect(settings.amqp_url, delivery_limit=settings.delivery_limit)
+            broker = await Broker.connect(
+                settings.amqp_url,
+                delivery_limit=settings.delivery_limit,
+                heartbeat=settings.amqp_heartbeat_seconds,
+            )
             stack.push_async_callback(broker.close)
             runtime.engine, runtime.broker = engine, broker
             await declare_job_queues(broker, settings)

@@ -24,6 +24,8 @@ from restock_dispatcher.ports import BatchPublisher, Cursor, EventMissing, Publi
 log = logging.getLogger(__name__)
 
 FAULT_AFTER_COMMIT = "after_commit_before_publish"
+# The broker confirmed a page's batches; the transaction marking them enqueued has not committed.
+FAULT_AFTER_CONFIRM = "after_confirm_before_commit"
 # Batches locked, published and marked per transaction: their confirms overlap, and the database sees one
 # lock and one update per page instead of per batch (bench/dispatch.py).
 BATCHES_PER_PAGE = 50
@@ -44,11 +46,13 @@ class VariantPublisher:
         publisher: BatchPublisher,
         batch_size: int,
         channels: tuple[Channel, ...] = CHANNELS,
+        faults: FaultPoints | None = None,
     ) -> None:
         self.store = store
         self.publisher = publisher
         self.batch_size = batch_size
         self.channels = channels
+        self.faults = faults or FaultPoints(None)
 
     async def publish(self, tenant_id: int, variant_id: int, window: int, origin: str) -> int:
         """Every unpublished job of the variant's window now; how many were published."""
@@ -95,6 +99,7 @@ class VariantPublisher:
             size = self.batch_size
             batches = [job_ids[start : start + size] for start in range(0, len(job_ids), size)]
             await asyncio.gather(*(publish_batch(self.publisher, channel, ids, origin) for ids in batches))
+            self.faults.reach(FAULT_AFTER_CONFIRM)
 
         return send
 
@@ -112,7 +117,7 @@ class RestockHandler:
     ) -> None:
         self.store = store
         self.faults = faults
-        self.variant_publisher = VariantPublisher(store, publisher, batch_size, channels)
+        self.variant_publisher = VariantPublisher(store, publisher, batch_size, channels, faults)
 
     async def __call__(self, event: RestockDetected) -> Outcome:
         frozen = await self.store.freeze(event.restock_event_id, current_traceparent())

@@ -102,8 +102,11 @@ async def test_freezes_then_publishes_fifo_batches_per_channel() -> None:
         "publish email [1, 3]",
         "publish email [4, 5]",
         "publish email [6]",
+        # Every confirm in, the mark not yet committed: the fault suite's kill point.
+        "fault after_confirm_before_commit",
         "enqueued [1, 3, 4, 5, 6]",
         "publish sms [2]",
+        "fault after_confirm_before_commit",
         "enqueued [2]",
     ]
 

@@ -232,7 +232,11 @@ def create_app(
         async with AsyncExitStack() as stack:
             engine = await open_engine(settings, pool_size=settings.sender_concurrency + 2)
             stack.push_async_callback(engine.close_connection_pool)
-            broker = await Broker.connect(settings.amqp_url, delivery_limit=settings.delivery_limit)
+            broker = await Broker.connect(
+                settings.amqp_url,
+                delivery_limit=settings.delivery_limit,
+                heartbeat=settings.amqp_heartbeat_seconds,
+            )
             stack.push_async_callback(broker.close)
             provider = twilio_provider(settings) if channel == "sms" else smtp_provider(settings)
             stack.push_async_callback(provider.close)

@@ -14,6 +14,7 @@ from typing import Any
 
 from piccolo.engine.postgres import PostgresEngine
 
+from restock_common.db.retry import retry_on_connection_loss
 from restock_common.db.tables import NotificationJob, NotificationLog, Subscription
 from restock_common.rules import decode_rules
 from restock_sender.delivery import Event, JobState, RetryPolicy, next_state
@@ -54,6 +55,15 @@ INSERT INTO notification_logs (tenant, job, attempt, channel, outcome, provider,
     provider_response, error_kind, error_code, error_detail, template, template_name, template_version,
     variables, trace_id, started_at, finished_at, segments)
 VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}::jsonb, {}, COALESCE({}, now()), now(), {})
+"""
+
+# Whether this attempt's log row (its attempt number and start instant) is already there, and if so whether
+# the job holds the state it recorded.
+_ALREADY_RECORDED = """
+SELECT j.state = {} AS applied
+  FROM notification_logs l JOIN notification_jobs j ON j.id = l.job
+ WHERE l.job = {} AND l.attempt = {} AND l.started_at = {}
+ LIMIT 1
 """
 
 # Twilio 21610: the number replied STOP to our sender. The provider's word is consent evidence like any other.
@@ -116,8 +126,22 @@ class PiccoloJobStore:
         return _claimed(rows[0]) if rows else NotClaimable(job_id)
 
     async def record(self, record: AttemptRecord) -> bool:
+        # The provider's answer is in memory only: a lost connection must not turn it into an indeterminate
+        # job (restock_common.db.retry).
+        return await retry_on_connection_loss(
+            lambda number: self._record(record, retrying=number > 1), what="record attempt"
+        )
+
+    async def _record(self, record: AttemptRecord, *, retrying: bool) -> bool:
         job = record.job
         template = record.template
+        if retrying:
+            # The previous try may have committed, its answer lost with the connection: never log twice.
+            done = await NotificationJob.raw(
+                _ALREADY_RECORDED, record.state.value, job.job_id, job.attempt, record.started_at
+            )
+            if done:
+                return bool(done[0]["applied"])
         async with self.engine.transaction():
             updated = await NotificationJob.raw(
                 _RECORD_JOB,

@@ -1,0 +1,62 @@
+"""Retrying a statement whose connection was lost, for writes that must not be dropped.
+
+A sender that has the provider's answer in memory and then loses its PostgreSQL connection (a failover, an
+administrator's ``pg_terminate_backend``, a restart) must not give up on recording it: the job would sit in
+``processing`` until its lease ran out and end ``indeterminate`` although its outcome was known. So the
+write is tried again, on a fresh pooled connection, a few times within a couple of seconds (well inside any
+lease). Only connection loss is retried; a constraint violation or a bad statement fails at once.
+
+The operation gets the try number (1, 2, ...): from the second on, the previous try may have committed with
+only its answer lost, and the operation must check before writing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Seconds to wait before each retry: about 2.7 s in all.
+RETRY_DELAYS: Sequence[float] = (0.1, 0.3, 0.8, 1.5)
+
+CONNECTION_LOSS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,  # the connection failed or does not exist any more
+    asyncpg.exceptions.OperatorInterventionError,  # pg_terminate_backend, shutdown, "cannot connect now"
+    asyncpg.InterfaceError,  # the connection was closed under the statement
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def is_connection_loss(error: BaseException) -> bool:
+    """Whether ``error`` means the connection went away, not that the statement was wrong (pure)."""
+    return isinstance(error, CONNECTION_LOSS)
+
+
+async def retry_on_connection_loss(
+    operation: Callable[[int], Awaitable[T]],
+    *,
+    what: str,
+    delays: Sequence[float] = RETRY_DELAYS,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> T:
+    """``operation(try_number)``, tried again after each delay while it fails by connection loss."""
+    for number, delay in enumerate([*delays, None], start=1):
+        try:
+            return await operation(number)
+        except Exception as error:
+            if delay is None or not is_connection_loss(error):
+                raise
+            log.warning(
+                "database connection lost; retrying",
+                extra={"operation": what, "try": number, "error": type(error).__name__},
+            )
+            await sleep(delay)
+    raise AssertionError("unreachable: the last try returns or raises")

@@ -1,0 +1,64 @@
+"""Retrying on connection loss: which errors are retried, how often, and what the operation is told."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from restock_common.db.retry import is_connection_loss, retry_on_connection_loss
+
+
+@pytest.mark.parametrize(
+    ("error", "lost"),
+    [
+        (asyncpg.exceptions.ConnectionDoesNotExistError("gone"), True),
+        (asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"), True),
+        (asyncpg.exceptions.CannotConnectNowError("starting up"), True),
+        (asyncpg.InterfaceError("connection is closed"), True),
+        (ConnectionResetError(), True),
+        (TimeoutError(), True),
+        (asyncpg.exceptions.UniqueViolationError("duplicate key"), False),
+        (asyncpg.exceptions.UndefinedColumnError("no such column"), False),
+        (ValueError("bad"), False),
+    ],
+)
+def test_only_connection_loss_is_retried(error: BaseException, lost: bool) -> None:
+    assert is_connection_loss(error) is lost
+
+
+class Flaky:
+    """Fails with ``errors`` in turn, then answers."""
+
+    def __init__(self, *errors: BaseException) -> None:
+        self.errors = list(errors)
+        self.tries: list[int] = []
+
+    async def __call__(self, number: int) -> str:
+        self.tries.append(number)
+        if self.errors:
+            raise self.errors.pop(0)
+        return "recorded"
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+async def test_a_write_that_lost_its_connection_is_tried_again_and_told_so() -> None:
+    operation = Flaky(asyncpg.exceptions.AdminShutdownError("terminated"), ConnectionResetError())
+    assert await retry_on_connection_loss(operation, what="record", sleep=_no_sleep) == "recorded"
+    assert operation.tries == [1, 2, 3]
+
+
+async def test_gives_up_after_the_last_delay() -> None:
+    operation = Flaky(*(ConnectionResetError() for _ in range(5)))
+    with pytest.raises(ConnectionResetError):
+        await retry_on_connection_loss(operation, what="record", delays=(0.0, 0.0), sleep=_no_sleep)
+    assert operation.tries == [1, 2, 3]
+
+
+async def test_a_statement_error_fails_at_once() -> None:
+    operation = Flaky(asyncpg.exceptions.UniqueViolationError("duplicate key"))
+    with pytest.raises(asyncpg.exceptions.UniqueViolationError):
+        await retry_on_connection_loss(operation, what="record", sleep=_no_sleep)
+    assert operation.tries == [1]

@@ -1,0 +1,117 @@
+"""An attempt's outcome survives a lost database connection (the fault suite's ``pg_terminate_backend`` case
+in miniature): the provider has answered, the connection is gone, and the record is written anyway, once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from restock_common import keys
+from restock_common.db.tables import (
+    NotificationJob,
+    NotificationLog,
+    RestockEvent,
+    Subscription,
+    Tenant,
+)
+from restock_common.settings import Settings
+from restock_common.signatures import contact_hash
+from restock_sender.adapters.job_store import PiccoloJobStore
+from restock_sender.delivery import JobState
+from restock_sender.ports import AttemptRecord, ClaimedJob, ProviderReceipt
+
+pytestmark = pytest.mark.integration
+
+SHOP = "record-loss-shop.myshopify.com"
+VARIANT = 5151
+
+
+@pytest.fixture
+async def store(engine: object, clean_db: None) -> AsyncIterator[PiccoloJobStore]:
+    running = PiccoloJobStore(engine)  # type: ignore[arg-type]
+    yield running
+    # The pool's other connections were terminated too: start it afresh for the tests that follow.
+    await engine.close_connection_pool()  # type: ignore[attr-defined]
+    await engine.start_connection_pool(min_size=1, max_size=10)  # type: ignore[attr-defined]
+
+
+async def _claimed(store: PiccoloJobStore, address: str) -> ClaimedJob:
+    tenant = Tenant(shop_domain=SHOP)
+    await tenant.save()
+    detected_at = datetime(2026, 6, 1, tzinfo=UTC)
+    window = keys.restock_window(detected_at)
+    event = RestockEvent(
+        tenant=tenant.id, variant_id=VARIANT, available=1, restock_window=window, source="webhook"
+    )
+    await event.save()
+    subscription = Subscription(
+        tenant=tenant.id,
+        variant_id=VARIANT,
+        channel="email",
+        email=address,
+        contact_hash=contact_hash(address),
+        state="confirmed",
+    )
+    await subscription.save()
+    job = NotificationJob(
+        tenant=tenant.id,
+        restock_event=event.id,
+        subscription=subscription.id,
+        variant_id=VARIANT,
+        channel="email",
+        notification_key=keys.notification_key(VARIANT, subscription.id, window),
+        priority_at=subscription.subscribed_at,
+    )
+    await job.save()
+    claimed = await store.claim(int(job.id), 60)
+    assert isinstance(claimed, ClaimedJob)
+    return claimed
+
+
+def _sent(job: ClaimedJob) -> AttemptRecord:
+    receipt = ProviderReceipt("smtp", "<id@restock>", "250 2.0.0 queued")
+    return AttemptRecord(
+        job=job, state=JobState.SENT, provider="smtp", receipt=receipt, started_at=datetime.now(UTC)
+    )
+
+
+async def _terminate_every_other_backend(settings: Settings) -> int:
+    connection = await asyncpg.connect(settings.database_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return len(rows)
+    finally:
+        await connection.close()
+
+
+async def test_the_outcome_is_recorded_after_the_connection_was_terminated(
+    store: PiccoloJobStore, settings: Settings
+) -> None:
+    job = await _claimed(store, "ada@example.com")
+    assert await _terminate_every_other_backend(settings) >= 1
+
+    assert await store.record(_sent(job)) is True
+
+    row = await NotificationJob.select(NotificationJob.state).where(NotificationJob.id == job.job_id).first()
+    assert row == {"state": "sent"}
+    logs = await NotificationLog.select(NotificationLog.outcome).where(NotificationLog.job == job.job_id)
+    assert logs == [{"outcome": "sent"}]
+
+
+async def test_a_retry_after_a_commit_whose_answer_was_lost_writes_nothing_twice(
+    store: PiccoloJobStore,
+) -> None:
+    job = await _claimed(store, "grace@example.com")
+    record = _sent(job)
+    assert await store._record(record, retrying=False) is True  # committed; say its answer was lost
+
+    assert await store._record(record, retrying=True) is True  # the retry sees it and writes nothing
+
+    logs = await NotificationLog.select(NotificationLog.outcome).where(NotificationLog.job == job.job_id)
+    assert logs == [{"outcome": "sent"}]

@@ -13,11 +13,14 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
+import msgspec
 import uvicorn
 from litestar import Litestar, get
 from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Response
 from litestar.types import Scope
 from piccolo.engine.postgres import PostgresEngine
@@ -56,14 +59,42 @@ async def log_server_error(exception: Exception, scope: Scope) -> None:
     )
 
 
-def health_routes(checks: Mapping[str, ReadinessCheck], timeout: float = 2.0) -> list[HTTPRouteHandler]:
-    """``/healthz`` (the process answers) and ``/readyz`` (every dependency answers within ``timeout``)."""
+class Health(msgspec.Struct):
+    """``/healthz``'s body (for the OpenAPI schema)."""
 
-    @get("/healthz", include_in_schema=False, sync_to_thread=False)
+    status: Literal["ok"]
+
+
+class Readiness(msgspec.Struct):
+    """``/readyz``'s body (for the OpenAPI schema): each check's ``ok``, or the error it met."""
+
+    ready: bool
+    checks: dict[str, str]
+
+
+def health_routes(checks: Mapping[str, ReadinessCheck], timeout: float = 2.0) -> list[HTTPRouteHandler]:
+    """``/healthz`` (the process answers) and ``/readyz`` (every dependency answers within ``timeout``).
+
+    Both are in the service's OpenAPI schema: operators and orchestrators call them like any other route.
+    """
+
+    @get(
+        "/healthz",
+        sync_to_thread=False,
+        responses={200: ResponseSpec(Health, description="The process answers.", generate_examples=False)},
+    )
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @get("/readyz", include_in_schema=False)
+    @get(
+        "/readyz",
+        responses={
+            200: ResponseSpec(Readiness, description="Every dependency answers.", generate_examples=False),
+            503: ResponseSpec(
+                Readiness, description="A dependency does not answer (see checks).", generate_examples=False
+            ),
+        },
+    )
     async def readyz() -> Response[dict[str, object]]:
         results: dict[str, str] = {}
         for name, check in checks.items():

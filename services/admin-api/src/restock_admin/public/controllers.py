@@ -15,6 +15,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.enums import MediaType
 from litestar.params import FromPath
 
+from restock_admin.openapi import TOO_LARGE, form_body, html, operation_with, string
 from restock_admin.public.pages import Page
 from restock_admin.public.services import LinkService
 
@@ -32,7 +33,31 @@ def _html(page: Page) -> Response[str]:
     )
 
 
-@get("/c/{token:str}")
+INVALID = html("The token is not a valid link: nothing changed.")
+NOT_FOUND = html("The subscription no longer exists: nothing changed.")
+ONE_CLICK_FORM = operation_with(
+    request_body=form_body(
+        "RFC 8058's one-click unsubscribe (List-Unsubscribe=One-Click), or the choice page's form (scope). "
+        "Any POST unsubscribes; the fields only choose what and record how.",
+        {
+            "List-Unsubscribe": string("One-Click when a mail client posts it", enum=["One-Click"]),
+            "scope": string("shop: every alert of the shop; else this alert", enum=["this", "shop"]),
+        },
+    ),
+    error_too=[400],  # a malformed multipart form: Litestar's JSON 400
+)
+
+
+@get(
+    "/c/{token:str}",
+    responses={
+        200: html("Confirmed."),
+        400: INVALID,
+        404: NOT_FOUND,
+        409: html("The link was already used, or the consent rules refuse the confirmation."),
+        410: html("The confirmation link has expired."),
+    },
+)
 async def confirm(
     token: FromPath[str],
     request: Request[Any, Any, Any],
@@ -42,14 +67,31 @@ async def confirm(
     return _html(await links.confirm(token, ip_of(request)))
 
 
-@get("/u/{token:str}")
+@get(
+    "/u/{token:str}",
+    responses={
+        200: html("The choice page: this alert or every alert of the shop (nothing changed yet)."),
+        400: INVALID,
+        404: NOT_FOUND,
+    },
+)
 async def unsubscribe_page(
     token: FromPath[str], request: Request[Any, Any, Any], links: NamedDependency[LinkService]
 ) -> Response[str]:
     return _html(await links.unsubscribe_page(token, request.url.path))
 
 
-@post("/u/{token:str}")
+@post(
+    "/u/{token:str}",
+    status_code=200,  # documentation only: every answer carries its page's status
+    operation_class=ONE_CLICK_FORM,
+    responses={
+        200: html("Unsubscribed (idempotent)."),
+        400: html("The token is not a valid link (nothing changed); or, Litestar's JSON, a malformed form."),
+        404: NOT_FOUND,
+        413: TOO_LARGE,
+    },
+)
 async def unsubscribe(
     token: FromPath[str],
     request: Request[Any, Any, Any],

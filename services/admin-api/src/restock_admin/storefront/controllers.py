@@ -23,8 +23,10 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, QueryParameter
 
+from restock_admin.openapi import TOO_LARGE, error, operation_with, query
 from restock_admin.storefront.proxy_auth import ProxyVerdict, check_proxy_request
 from restock_admin.storefront.schemas import SubscribeRequest, SubscriptionOut, ViewBeacon
 from restock_admin.storefront.services import (
@@ -82,12 +84,45 @@ def _refusal(error: Exception) -> HTTPException:
     return ValidationException(detail=str(error))
 
 
+# What Shopify's App Proxy adds to the storefront's request (``shop`` is a handler parameter): the guard
+# reads them from the raw query.
+SIGNED_QUERY = operation_with(
+    parameters=[
+        query("signature", "HMAC-SHA256 (hex) of the other parameters under the app secret"),
+        query("timestamp", "Unix seconds when Shopify signed the request; at most 5 minutes old"),
+        query("path_prefix", "The App Proxy's prefix on the storefront, e.g. /apps/restock", required=False),
+        query("logged_in_customer_id", "The signed-in customer, if any (empty otherwise)", required=False),
+    ]
+)
+UNSIGNED = error("The App Proxy signature is missing, wrong, or too old.")
+UNKNOWN_SHOP = error("The shop is not installed.")
+MALFORMED = error("The body is not the documented JSON (or a field is invalid): the reason is in detail.")
+
+
 class StorefrontController(Controller):
     """The "Notify me" form and the product view beacon."""
 
     path = "/"
 
-    @post("/subscriptions")
+    @post(
+        "/subscriptions",
+        operation_class=SIGNED_QUERY,
+        response_description="Subscribed: a new subscription (pending while a confirmation is on its way).",
+        responses={
+            200: ResponseSpec(
+                SubscriptionOut,
+                description="The contact was already subscribed to this variant: that subscription.",
+                generate_examples=False,
+            ),
+            400: error("A malformed form, or an email or phone that is not valid: the reason is in detail."),
+            401: UNSIGNED,
+            404: UNKNOWN_SHOP,
+            409: error("A confirmation is already waiting for this contact at this shop."),
+            413: TOO_LARGE,
+            422: error("A well-formed signup that cannot be accepted: no consent, or an unknown variant."),
+            429: error("Too many signups from this IP or for this contact; see the Retry-After header."),
+        },
+    )
     async def subscribe(
         self,
         request: Request[Any, Any, Any],
@@ -112,7 +147,13 @@ class StorefrontController(Controller):
         )
         return Response(body, status_code=201 if result.created else 200)
 
-    @post("/views", status_code=204)
+    @post(
+        "/views",
+        status_code=204,
+        operation_class=SIGNED_QUERY,
+        response_description="Counted.",
+        responses={400: MALFORMED, 401: UNSIGNED, 404: UNKNOWN_SHOP, 413: TOO_LARGE},
+    )
     async def view(
         self,
         data: JSONBody[ViewBeacon],

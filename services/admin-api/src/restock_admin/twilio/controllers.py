@@ -8,8 +8,10 @@ from typing import Any
 
 from litestar import Request, Response, Router, post
 from litestar.di import NamedDependency, Provide
+from litestar.enums import MediaType
 from litestar.exceptions import ClientException, PermissionDeniedException
 
+from restock_admin.openapi import TOO_LARGE, error, form_body, header, operation_with, string, text
 from restock_admin.twilio.services import InboundService, StatusService
 from restock_common.signatures import verify_twilio
 
@@ -35,14 +37,65 @@ class TwilioAuth:
         return params
 
 
-@post("/inbound", status_code=200)
+SIGNATURE = header(
+    "X-Twilio-Signature", "base64 HMAC-SHA1 under the auth token of the route's public URL and the form"
+)
+UNREADABLE = error("Not a readable form (a malformed multipart body): refused before the signature.")
+FORGED = error("The X-Twilio-Signature does not match: nothing was done.")
+INBOUND_FORM = operation_with(
+    request_body=form_body(
+        "Twilio's incoming-message webhook (form-encoded, signed as a whole: every field Twilio sends).",
+        {
+            "MessageSid": string("Twilio's id of the message"),
+            "From": string("The sender's phone number (E.164)"),
+            "To": string("Our number"),
+            "Body": string("The text: STOP-family keywords unsubscribe, START / UNSTOP / YES resume"),
+        },
+    ),
+    parameters=[SIGNATURE],
+)
+STATUS_FORM = operation_with(
+    request_body=form_body(
+        "Twilio's message status callback (form-encoded, signed as a whole: every field Twilio sends).",
+        {
+            "MessageSid": string("Twilio's id of the message"),
+            "MessageStatus": string("queued, sent, delivered, undelivered, failed, ..."),
+            "ErrorCode": string("Twilio's error code when the message failed"),
+        },
+        required=["MessageSid", "MessageStatus"],
+    ),
+    parameters=[SIGNATURE],
+)
+
+
+@post(
+    "/inbound",
+    status_code=200,
+    operation_class=INBOUND_FORM,
+    responses={
+        200: text("TwiML: the reply to send back, or an empty <Response/>.", TWIML),
+        400: UNREADABLE,
+        403: FORGED,
+        413: TOO_LARGE,
+    },
+)
 async def inbound(
     request: Request[Any, Any, Any], auth: NamedDependency[TwilioAuth], sms: NamedDependency[InboundService]
 ) -> Response[str]:
     return Response(await sms.handle(await auth.params(request)), media_type=TWIML)
 
 
-@post("/status", status_code=200)
+@post(
+    "/status",
+    status_code=200,
+    operation_class=STATUS_FORM,
+    responses={
+        200: text("Recorded (empty body).", MediaType.TEXT),
+        400: error("Not a readable form, or no MessageSid and known MessageStatus in it."),
+        403: FORGED,
+        413: TOO_LARGE,
+    },
+)
 async def status(
     request: Request[Any, Any, Any],
     auth: NamedDependency[TwilioAuth],

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 import subprocess
 import threading
 import time
@@ -33,7 +34,14 @@ import asyncpg
 import httpx
 import redis
 
-from restock_sandbox.stack import Ports, Stack, process_specs, register_shop, set_shop_rules
+from restock_sandbox.stack import (
+    Ports,
+    ProcessSpec,
+    Stack,
+    process_specs,
+    register_shop,
+    set_shop_rules,
+)
 from restock_sandbox.tcp_faults import FaultProxy, Mode
 
 SHOP = "faults-shop.myshopify.com"
@@ -46,7 +54,9 @@ LATE_OPT_OUTS = 100
 EMAIL_DOMAINS = ("example.com", "example.org", "example.net", "mail.example")
 IN_FLIGHT = 1_500  # messages at the peers before the fault
 DRAIN_DEADLINE_S = 300.0
-SENDERS = ("sender-email", "sender-sms")
+# Two email senders: replicas share the queue and the limits, and a kill of one leaves the other working.
+SECOND_EMAIL_SENDER = "sender-email-2"
+SENDERS = ("sender-email", SECOND_EMAIL_SENDER, "sender-sms")
 SERVICES = ("admin", "detector", "dispatcher", *SENDERS)
 SENDER_CONCURRENCY = 8
 
@@ -59,6 +69,12 @@ SUPPRESSED = frozenset({"skipped-opted-out", "duplicate-suppressed"})
 def message_id_of(notification_key: str) -> str:
     """The sender's deterministic Message-ID hash of a job (``restock_sender.outbound``)."""
     return hashlib.sha256(notification_key.encode()).hexdigest()[:32]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _other_redis_db(url: str) -> str:
@@ -153,6 +169,8 @@ class Rig:
         self.log_dir = log_dir
         self.stack = Stack(env=self.env, ports=self.ports, log_dir=log_dir)
         self.specs = {spec.name: spec for spec in process_specs(self.ports)}
+        email = self.specs["sender-email"]
+        self.specs[SECOND_EMAIL_SENDER] = ProcessSpec(SECOND_EMAIL_SENDER, email.argv, _free_port())
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.ports.sandbox}", timeout=60.0)
         self.cases = 0
         self.kills = 0
@@ -176,6 +194,8 @@ class Rig:
         )
         self.stack.start()
         self.stack.wait_ready(timeout=120)
+        self.stack._start(self.specs[SECOND_EMAIL_SENDER])
+        self.wait_ready((SECOND_EMAIL_SENDER,))
         # Delivery receipts are not what this suite is about: 4,000 callbacks a case would only slow it.
         self.http.post("/twilio/config", json={"status_callbacks": False}).raise_for_status()
 
@@ -289,6 +309,17 @@ class Case:
         self.tenant = asyncio.run(self._seed())
         self._wait(lambda: asyncio.run(self._armed()), 60, "the variant's sold-out snapshot")
 
+    def wait_outbox_published(self) -> None:
+        """Until the detector's outbox holds nothing unpublished: a relay armed now dies on the restock's."""
+        self._wait(lambda: asyncio.run(self._outbox_empty()), 60, "the outbox to be published")
+
+    async def _outbox_empty(self) -> bool:
+        connection = await self._connect()
+        try:
+            return not await connection.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        finally:
+            await connection.close()
+
     def _ok(self, response: httpx.Response) -> None:
         assert response.status_code < 400, (response.status_code, response.text)
 
@@ -374,8 +405,14 @@ class Case:
         return int(inbox) + int(twilio)
 
     def wait_in_flight(self, at_least: int = IN_FLIGHT, timeout: float = 180.0) -> None:
-        """Until ``at_least`` messages reached the peers; then the last subscribers opt out."""
-        self._wait(lambda: self.delivered() >= at_least, timeout, f"{at_least} messages at the peers")
+        """Until ``at_least`` messages reached the peers (reviving a sender that killed itself on the way);
+        then the last subscribers opt out."""
+
+        def reached() -> bool:
+            self.rig.revive_killed()
+            return self.delivered() >= at_least
+
+        self._wait(reached, timeout, f"{at_least} messages at the peers")
         asyncio.run(self._late_opt_outs())
 
     async def _late_opt_outs(self) -> None:

@@ -23,7 +23,16 @@ from collections.abc import Iterator
 
 import asyncpg
 import pytest
-from fault_rig import SENDER_CONCURRENCY, SENDERS, SERVICES, Case, ProxyThread, Rig, flush_redis
+from fault_rig import (
+    SECOND_EMAIL_SENDER,
+    SENDER_CONCURRENCY,
+    SENDERS,
+    SERVICES,
+    Case,
+    ProxyThread,
+    Rig,
+    flush_redis,
+)
 
 from restock_sandbox.tcp_faults import Mode
 
@@ -64,27 +73,29 @@ def test_control_no_fault(rig: Rig) -> None:
 
 # (point, nth reach): a sender reaches the job points once per job and ``after_commit_before_ack`` once per
 # batch of 100 jobs, so each dies a few hundred messages into the delivery.
+EMAIL_SENDERS = ("sender-email", SECOND_EMAIL_SENDER)
 SENDER_POINTS = [
-    ("after_claim", {"sender-email": 600, "sender-sms": 150}),
-    ("before_provider_call", {"sender-email": 600, "sender-sms": 150}),
-    ("after_provider_ok_before_commit", {"sender-email": 600, "sender-sms": 150}),
-    ("after_commit_before_ack", {"sender-email": 6, "sender-sms": 2}),
+    ("after_claim", {"email": 400, "sms": 150}),
+    ("before_provider_call", {"email": 400, "sms": 150}),
+    ("after_provider_ok_before_commit", {"email": 400, "sms": 150}),
+    ("after_commit_before_ack", {"email": 4, "sms": 2}),
 ]
 
 
 @pytest.mark.parametrize(("point", "nth"), SENDER_POINTS, ids=[point for point, _ in SENDER_POINTS])
 def test_sigkill_senders_at_each_named_point(rig: Rig, point: str, nth: dict[str, int]) -> None:
     for name in SENDERS:
-        rig.restart((name,), {"RESTOCK_FAULT_POINT": f"{point}@{nth[name]}"})
+        count = nth["email" if name in EMAIL_SENDERS else "sms"]
+        rig.restart((name,), {"RESTOCK_FAULT_POINT": f"{point}@{count}"})
     try:
         with rig.case(f"SIGKILL senders at {point}") as case:
             case.restock()
             case.wait_in_flight()
             case.account(case.drain())
     finally:
-        rig.restart(tuple(n for n in SENDERS if rig.stack.processes[n].poll() is None))
+        rig.restart(SENDERS)  # unarmed, whether they died or not
     _assert_indeterminate_bounded(case)
-    assert case.result.kills == 2, case.result  # each armed sender died once, and once only
+    assert case.result.kills == len(SENDERS), case.result  # each armed sender died once, and once only
 
 
 @pytest.mark.parametrize(
@@ -92,12 +103,16 @@ def test_sigkill_senders_at_each_named_point(rig: Rig, point: str, nth: dict[str
     [("dispatcher", "after_confirm_before_commit"), ("detector", "after_confirm_before_outbox_mark")],
 )
 def test_sigkill_between_confirm_and_commit(rig: Rig, process: str, point: str) -> None:
-    with rig.case(f"SIGKILL {process} at {point}") as case:
-        # Armed now: the variant's sold-out level is recorded, so the next publish is the restock's.
-        rig.restart((process,), {"RESTOCK_FAULT_POINT": point})
-        case.restock()
-        case.wait_in_flight()
-        case.account(case.drain())
+    try:
+        with rig.case(f"SIGKILL {process} at {point}") as case:
+            # Armed now: the sold-out level is recorded and relayed, so the next publish is the restock's.
+            case.wait_outbox_published()
+            rig.restart((process,), {"RESTOCK_FAULT_POINT": point})
+            case.restock()
+            case.wait_in_flight()
+            case.account(case.drain())
+    finally:
+        rig.restart((process,))  # unarmed, whether it died or not
     assert case.result.kills == 1, case.result
     _assert_no_indeterminate(case)
 

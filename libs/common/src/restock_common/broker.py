@@ -222,6 +222,7 @@ class Consumer:
         self.routes = dict(routes)
         self._tag: str | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._handlers: set[asyncio.Task[Outcome]] = set()  # shielded handler runs (see ``_outcome``)
 
     async def start(self) -> None:
         self._tag = await self.queue.consume(self._on_message)
@@ -271,8 +272,14 @@ class Consumer:
                 extra={"queue": self.queue.name, "message_id": message.message_id, "reason": str(error)},
             )
             return Outcome.POISON
+        # The handler runs in a task of its own, shielded: a lost broker connection cancels aio-pika's
+        # callback (the message will be redelivered on the new one), but work already started (a claimed
+        # job, a provider call) must finish and commit, or it would be left half done until its lease ends.
+        handling = asyncio.create_task(route.handler(decoded))
+        self._handlers.add(handling)
+        handling.add_done_callback(self._handlers.discard)
         try:
-            return await route.handler(decoded)
+            return await asyncio.shield(handling)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -296,8 +303,8 @@ class Consumer:
         if self._tag is not None:
             await self.queue.cancel(self._tag)
             self._tag = None
-        if self._in_flight:
-            await asyncio.wait(set(self._in_flight), timeout=timeout)
-        for task in set(self._in_flight):
+        if self._in_flight or self._handlers:
+            await asyncio.wait(set(self._in_flight) | set(self._handlers), timeout=timeout)
+        for task in set(self._in_flight) | set(self._handlers):
             task.cancel()
         await self.channel.close()

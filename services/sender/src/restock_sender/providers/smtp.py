@@ -130,6 +130,11 @@ class SmtpProvider:
             _, response = await session.client.send_message(
                 mime, sender=self.envelope_from, recipients=[recipient]
             )
+        except asyncio.CancelledError:
+            # Cancelled mid-transaction (MAIL sent, DATA not finished): the session's state is unknown, and
+            # the next message on it would meet "503 nested MAIL command". Start the next one afresh.
+            session.client.close()
+            raise
         except Exception as error:  # every SMTP failure becomes data (see provider_error)
             failure = provider_error(error)
             if not _keeps_connection(failure):

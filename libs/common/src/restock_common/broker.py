@@ -222,7 +222,7 @@ class Consumer:
         self.routes = dict(routes)
         self._tag: str | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._handlers: set[asyncio.Task[Outcome]] = set()  # shielded handler runs (see ``_outcome``)
+        self._handlers: set[asyncio.Future[Outcome]] = set()  # shielded handler runs (see ``_outcome``)
 
     async def start(self) -> None:
         self._tag = await self.queue.consume(self._on_message)
@@ -275,7 +275,7 @@ class Consumer:
         # The handler runs in a task of its own, shielded: a lost broker connection cancels aio-pika's
         # callback (the message will be redelivered on the new one), but work already started (a claimed
         # job, a provider call) must finish and commit, or it would be left half done until its lease ends.
-        handling = asyncio.create_task(route.handler(decoded))
+        handling: asyncio.Future[Outcome] = asyncio.ensure_future(route.handler(decoded))
         self._handlers.add(handling)
         handling.add_done_callback(self._handlers.discard)
         try:

@@ -208,7 +208,21 @@ class Broker:
 
     async def close(self) -> None:
         """Close the connection (after consumers stopped)."""
-        await self.connection.close()
+        await _bounded("close the connection", self.connection.close())
+
+
+# A broker that stopped answering (a half-open connection, a node going down) must not hang a graceful
+# shutdown: each step of it gets this long, then the process goes on stopping (unacked messages are
+# redelivered either way).
+SHUTDOWN_STEP_SECONDS = 5.0
+
+
+async def _bounded(step: str, operation: Awaitable[object]) -> None:
+    try:
+        async with asyncio.timeout(SHUTDOWN_STEP_SECONDS):
+            await operation
+    except Exception as error:  # TimeoutError, or the connection's own error: stopping goes on
+        log.warning("broker did not answer while stopping", extra={"step": step, "error": repr(error)[:200]})
 
 
 class Consumer:
@@ -301,10 +315,10 @@ class Consumer:
         """Stop taking messages, wait for in-flight handlers (up to ``timeout``), close the channel.
         A handler still running at the deadline is cancelled; its message is redelivered."""
         if self._tag is not None:
-            await self.queue.cancel(self._tag)
-            self._tag = None
+            tag, self._tag = self._tag, None
+            await _bounded("cancel the consumer", self.queue.cancel(tag))
         if self._in_flight or self._handlers:
             await asyncio.wait(set(self._in_flight) | set(self._handlers), timeout=timeout)
         for task in set(self._in_flight) | set(self._handlers):
             task.cancel()
-        await self.channel.close()
+        await _bounded("close the channel", self.channel.close())

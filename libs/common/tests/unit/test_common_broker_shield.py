@@ -50,3 +50,25 @@ async def test_cancelling_the_callback_does_not_cancel_the_handler_it_started() 
         await asyncio.sleep(0.01)
     assert finished == [[1, 2]]
     assert not consumer._handlers  # done, and forgotten
+
+
+class SilentBroker:
+    """A queue and channel whose broker never answers (a half-open connection)."""
+
+    name = "jobs.email"
+
+    async def cancel(self, tag: str) -> None:
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_stopping_does_not_hang_on_a_broker_that_never_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("restock_common.broker.SHUTDOWN_STEP_SECONDS", 0.05)
+    silent = SilentBroker()
+    consumer = Consumer(silent, silent, {})  # type: ignore[arg-type]
+    consumer._tag = "ctag-1"
+    async with asyncio.timeout(5):
+        await consumer.stop(timeout=0.05)
+    assert consumer._tag is None

@@ -252,8 +252,10 @@ def create_app(
             consumer = ConsumerSwitch(
                 lambda: broker.consume(queue, JobBatch, handler, prefetch=settings.amqp_prefetch)
             )
-            # Last in, first out: stop consuming and finish in-flight jobs before SMTP, broker and pool close.
+            # Last in, first out: stop consuming and finish in-flight jobs before SMTP, broker and pool close;
+            # first of all, start no more of the prefetched jobs (they are requeued, not worked through).
             stack.push_async_callback(consumer.stop)
+            stack.callback(handler.stop_starting)
             confirmations = await broker.consume(
                 topology.sender_confirm_queue(channel, settings.delivery_limit),
                 ConfirmationRequested,

@@ -62,6 +62,7 @@ class Event(enum.StrEnum):
     DEFER = "defer"  # admission holds a pending job back unclaimed (limit, send window, pause; ADR 16)
     FOUND_AT_PROVIDER = "found-at-provider"  # lease expired; the provider's list shows the message went out
     NOT_AT_PROVIDER = "not-at-provider"  # lease expired; the provider's list shows it never went out
+    NOT_SENT = "not-sent"  # the attempt failed before the provider was called: the claim is given back
 
 
 S, E = JobState, Event
@@ -81,6 +82,7 @@ TRANSITIONS: dict[tuple[JobState, Event], JobState] = {
     (S.PROCESSING, E.OPTED_OUT): S.SKIPPED_OPTED_OUT,
     (S.PROCESSING, E.DUPLICATE): S.DUPLICATE_SUPPRESSED,
     (S.PROCESSING, E.LEASE_EXPIRED): S.INDETERMINATE,
+    (S.PROCESSING, E.NOT_SENT): S.PENDING,
     (S.PROCESSING, E.FOUND_AT_PROVIDER): S.SENT,
     (S.PROCESSING, E.NOT_AT_PROVIDER): S.PENDING,
     (S.FAILED_TEMPORARY, E.RETRY_DUE): S.PENDING,

@@ -15,6 +15,7 @@ import logging
 import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -103,6 +104,17 @@ async def _until_reserved_instant() -> None:
         await release()
 
 
+class _NotStarted(Exception):
+    """A job of a batch left unclaimed because the process is stopping."""
+
+
+@dataclass
+class _Progress:
+    """How far one attempt got: past this, an exception may follow a message the provider accepted."""
+
+    provider_called: bool = False
+
+
 class JobHandler:
     """Delivers one notification job on its channel (``outbound``: email unless told otherwise)."""
 
@@ -145,12 +157,33 @@ class JobHandler:
             return None
         self.faults.reach("after_claim")
         attributes = {"restock.job_id": claim.job_id, "restock.attempt": claim.attempt}
+        progress = _Progress()
         with tracer.start_as_current_span(
             "send notification", context=_job_context(claim), attributes=attributes
         ):
-            return await self._attempt(claim)
+            try:
+                return await self._attempt(claim, progress)
+            except Exception:
+                if not progress.provider_called:
+                    await self._give_back(claim)
+                raise
 
-    async def _attempt(self, job: ClaimedJob) -> JobState:
+    async def _give_back(self, job: ClaimedJob) -> None:
+        """The attempt failed (a lost database connection, say) before the provider was called: nothing was
+        sent, so the claim is given back rather than left to expire into ``indeterminate``."""
+        try:
+            released = await self.store.release(job)
+        except Exception:  # the lease is the backstop
+            log.exception(
+                "claim could not be given back; its lease will expire", extra={"job_id": job.job_id}
+            )
+            return
+        log.warning(
+            "attempt failed before the provider call; claim given back",
+            extra={"job_id": job.job_id, "released": released},
+        )
+
+    async def _attempt(self, job: ClaimedJob, progress: _Progress) -> JobState:
         started = self.clock()
         reason = _skip_reason(job)
         if reason is not None:
@@ -174,6 +207,7 @@ class JobHandler:
             )
         await _until_reserved_instant()
         self.faults.reach("before_provider_call")
+        progress.provider_called = True
         try:
             sent = await self.outbound.send(job, rendered, unsubscribe_url)
         except ProviderError as error:
@@ -297,6 +331,7 @@ class BatchHandler:
         self.admission = admission  # None: every job is claimed at once (no limits, windows or pause)
         self._next_release: dict[str, float] = {}  # per limit key: no release of this process sooner
         self._slots = asyncio.Semaphore(concurrency)
+        self._stopping = False
 
     async def __call__(self, batch: JobBatch) -> Outcome:
         if batch.channel != self.channel:
@@ -306,6 +341,9 @@ class BatchHandler:
             return Outcome.POISON
         results = await self._run_in_order(batch.job_ids)
         failures = [result for result in results if isinstance(result, BaseException)]
+        if failures and all(isinstance(failure, _NotStarted) for failure in failures):
+            log.info("stopping: batch requeued with jobs not started", extra={"not_started": len(failures)})
+            return Outcome.REQUEUE
         if failures:
             # Finished jobs are recorded and will not be claimed again; the rest is retried on redelivery.
             log.error(
@@ -389,8 +427,15 @@ class BatchHandler:
         self._next_release[tightest.key] = at + tightest.interval_us / 1_000_000
         await asyncio.sleep(at - loop.time())
 
+    def stop_starting(self) -> None:
+        """Graceful shutdown: jobs already started finish; the rest of every batch is left unclaimed, and
+        its message requeued, instead of working through the whole prefetched backlog before exiting."""
+        self._stopping = True
+
     async def _run(self, job_id: int) -> JobState | None:
         try:
+            if self._stopping:
+                raise _NotStarted(job_id)
             if self.admission is not None and await self.admission.defer_if_paused(job_id, self.channel):
                 return None
             return await self.jobs.handle(job_id)

@@ -132,6 +132,11 @@ class JobStore(Protocol):
         """Move a pending job to processing (attempt + 1, lease) iff it is still pending."""
         ...
 
+    async def release(self, job: ClaimedJob) -> bool:
+        """Give a claim back (``processing`` -> ``pending``, the attempt not counted, to be published again)
+        iff the job is still this claimed attempt: nothing reached the provider."""
+        ...
+
     async def record(self, record: AttemptRecord) -> bool:
         """In one transaction: the job's new state (only if still processing), the log row, and on
         ``sent`` the subscription's counters. False when the job was no longer ours (lease lost)."""

@@ -115,3 +115,26 @@ async def test_a_retry_after_a_commit_whose_answer_was_lost_writes_nothing_twice
 
     logs = await NotificationLog.select(NotificationLog.outcome).where(NotificationLog.job == job.job_id)
     assert logs == [{"outcome": "sent"}]
+
+
+async def test_a_claim_given_back_is_pending_again_with_its_attempt_uncounted(store: PiccoloJobStore) -> None:
+    job = await _claimed(store, "linus@example.com")
+    assert job.attempt == 1
+
+    assert await store.release(job) is True
+    assert await store.release(job) is False  # no longer this claimed attempt: nothing changes
+
+    row = (
+        await NotificationJob.select(
+            NotificationJob.state,
+            NotificationJob.attempt,
+            NotificationJob.enqueued_at,
+            NotificationJob.lease_until,
+        )
+        .where(NotificationJob.id == job.job_id)
+        .first()
+    )
+    assert row == {"state": "pending", "attempt": 0, "enqueued_at": None, "lease_until": None}
+    again = await store.claim(job.job_id, 60)
+    assert isinstance(again, ClaimedJob)
+    assert again.attempt == 1

@@ -58,11 +58,16 @@ class FakeJobStore:
         self.jobs = {job.job_id: job for job in jobs}
         self.claims: list[int] = []
         self.records: list[AttemptRecord] = []
+        self.released: list[int] = []
 
     async def claim(self, job_id: int, lease_seconds: int) -> ClaimedJob | NotClaimable:
         self.claims.append(job_id)
         job = self.jobs.pop(job_id, None)
         return job if job is not None else NotClaimable(job_id)
+
+    async def release(self, job: ClaimedJob) -> bool:
+        self.released.append(job.job_id)
+        return True
 
     async def record(self, record: AttemptRecord) -> bool:
         self.records.append(record)
@@ -256,11 +261,25 @@ async def test_batch_is_requeued_when_a_job_could_not_be_recorded() -> None:
         async def record(self, record: AttemptRecord) -> bool:
             raise ConnectionError("database went away")
 
-    store = FailingStore(claimed(1))
-    batches = BatchHandler(
-        make_handler(store, FakeProvider()), "email", concurrency=2, faults=FaultPoints(None)
-    )
+    store, provider = FailingStore(claimed(1)), FakeProvider()
+    batches = BatchHandler(make_handler(store, provider), "email", concurrency=2, faults=FaultPoints(None))
     assert await batches(JobBatch(channel="email", job_ids=[1])) is Outcome.REQUEUE
+    # The provider took it: the claim is not given back (its lease decides), so it is never sent twice.
+    assert len(provider.sent) == 1
+    assert store.released == []
+
+
+async def test_a_failure_before_the_provider_call_gives_the_claim_back() -> None:
+    class BrokenRenderer:
+        def render(self, template: Any, variables: Any) -> Any:
+            raise ConnectionError("template store went away")  # not a RenderError: an infrastructure failure
+
+    store, provider = FakeJobStore(claimed(1)), FakeProvider()
+    with pytest.raises(ConnectionError):
+        await make_handler(store, provider, renderer=BrokenRenderer()).handle(1)
+    assert provider.sent == []
+    assert store.released == [1]
+    assert store.records == []
 
 
 async def test_batch_for_another_channel_is_poison() -> None:
@@ -270,3 +289,25 @@ async def test_batch_for_another_channel_is_poison() -> None:
     )
     assert await batches(JobBatch(channel="sms", job_ids=[1])) is Outcome.POISON
     assert store.claims == []
+
+
+async def test_stopping_finishes_the_started_jobs_and_requeues_the_batch_with_the_rest() -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+
+    class HeldProvider(FakeProvider):
+        async def send(self, message: EmailMessage) -> ProviderReceipt:
+            started.set()
+            await release.wait()
+            return await super().send(message)
+
+    store, provider = FakeJobStore(*(claimed(i) for i in range(1, 6))), HeldProvider()
+    batches = BatchHandler(make_handler(store, provider), "email", concurrency=1, faults=FaultPoints(None))
+    running = asyncio.create_task(batches(JobBatch(channel="email", job_ids=[1, 2, 3, 4, 5])))
+    await started.wait()  # job 1 is at the provider; 2..5 wait for the one slot
+
+    batches.stop_starting()
+    release.set()
+
+    assert await running is Outcome.REQUEUE
+    assert store.claims == [1]  # the others were never claimed: still pending, redelivered with the batch
+    assert [record.state for record in store.records] == [JobState.SENT]

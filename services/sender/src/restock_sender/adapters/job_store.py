@@ -57,6 +57,16 @@ INSERT INTO notification_logs (tenant, job, attempt, channel, outcome, provider,
 VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}::jsonb, {}, COALESCE({}, now()), now(), {})
 """
 
+# A claim given back before the provider was called: the attempt is not counted, and ``enqueued_at`` is
+# cleared so the scheduler publishes the job again should its batch never come back.
+_RELEASE = """
+UPDATE notification_jobs
+   SET state = {}, attempt = attempt - 1, lease_until = NULL, enqueued_at = NULL, decision = 'released',
+       updated_at = now()
+ WHERE id = {} AND state = 'processing' AND attempt = {}
+RETURNING id
+"""
+
 # Whether this attempt's log row (its attempt number and start instant) is already there, and if so whether
 # the job holds the state it recorded.
 _ALREADY_RECORDED = """
@@ -124,6 +134,15 @@ class PiccoloJobStore:
             _CLAIM, _CLAIMED_STATE.value, lease_seconds, job_id, JobState.PENDING.value
         )
         return _claimed(rows[0]) if rows else NotClaimable(job_id)
+
+    async def release(self, job: ClaimedJob) -> bool:
+        rows = await retry_on_connection_loss(
+            lambda _: NotificationJob.raw(
+                _RELEASE, next_state(JobState.PROCESSING, Event.NOT_SENT).value, job.job_id, job.attempt
+            ),
+            what="release claim",
+        )
+        return bool(rows)
 
     async def record(self, record: AttemptRecord) -> bool:
         # The provider's answer is in memory only: a lost connection must not turn it into an indeterminate

@@ -62,3 +62,57 @@ async def test_a_statement_error_fails_at_once() -> None:
     with pytest.raises(asyncpg.exceptions.UniqueViolationError):
         await retry_on_connection_loss(operation, what="record", sleep=_no_sleep)
     assert operation.tries == [1]
+
+
+async def test_an_isolated_iteration_cannot_leak_its_context_into_the_loop() -> None:
+    import contextvars
+
+    from restock_common.db.engine import isolated
+
+    transaction: contextvars.ContextVar[str | None] = contextvars.ContextVar("transaction", default=None)
+
+    async def iteration_whose_rollback_failed() -> str:
+        transaction.set("dead connection")  # never reset, as Piccolo's failed rollback leaves it
+        return "done"
+
+    assert await isolated(iteration_whose_rollback_failed()) == "done"
+    assert transaction.get() is None  # the next iteration starts clean
+    await iteration_whose_rollback_failed()  # and without isolation it would not
+    assert transaction.get() == "dead connection"
+
+
+async def test_a_pool_that_cannot_close_is_terminated() -> None:
+    import asyncio
+
+    from restock_common.db.engine import close_pool
+
+    class StuckPool:
+        terminated = False
+
+        async def close(self) -> None:
+            await asyncio.Event().wait()  # a connection a dead transaction never gave back
+
+        def terminate(self) -> None:
+            self.terminated = True
+
+    pool = StuckPool()
+    async with asyncio.timeout(5):
+        await close_pool(pool, timeout=0.05)
+    assert pool.terminated
+
+
+async def test_each_try_starts_in_a_clean_context() -> None:
+    import contextvars
+
+    transaction: contextvars.ContextVar[str | None] = contextvars.ContextVar("transaction", default=None)
+    seen: list[str | None] = []
+
+    async def write(number: int) -> str:
+        seen.append(transaction.get())
+        if number == 1:
+            transaction.set("dead connection")  # the failed rollback leaves it set
+            raise ConnectionResetError()
+        return "recorded"
+
+    assert await retry_on_connection_loss(write, what="record", sleep=_no_sleep) == "recorded"
+    assert seen == [None, None]

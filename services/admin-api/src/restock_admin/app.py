@@ -36,7 +36,7 @@ from restock_admin.storefront.signup import (
 from restock_admin.twilio.controllers import TwilioAuth, twilio_router
 from restock_admin.twilio.repository import PiccoloDeliveryReceipts
 from restock_admin.twilio.services import InboundService, StatusService
-from restock_common.db.engine import make_engine, open_engine
+from restock_common.db.engine import close_engine, make_engine, open_engine
 from restock_common.db.tables import Tenant
 from restock_common.links import LinkSigner
 from restock_common.replay import PiccoloReplayStore, ReplayResult, replay
@@ -110,7 +110,7 @@ def create_app(
         finally:
             if run_retention_task:
                 await retention.stop()
-            await engine.close_connection_pool()
+            await close_engine(engine)
             await redis_client.aclose()
 
     async def postgres_ready() -> object:

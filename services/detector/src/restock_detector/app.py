@@ -20,7 +20,7 @@ from piccolo.engine.postgres import PostgresEngine
 
 from restock_common import topology
 from restock_common.broker import Broker
-from restock_common.db.engine import open_engine
+from restock_common.db.engine import close_engine, close_pool, open_engine
 from restock_common.faults import FaultPoints
 from restock_common.service import Connections, health_routes, log_server_error, run
 from restock_common.settings import Settings
@@ -80,9 +80,9 @@ def create_app(
             # Piccolo's engine serves the readiness check; the detector's statements use its own pool.
             runtime.engine = engine or await open_engine(settings, pool_size=2)
             if engine is None:
-                stack.push_async_callback(runtime.engine.close_connection_pool)
+                stack.push_async_callback(close_engine, runtime.engine)
             pool = await open_pool(settings.database_url)
-            stack.push_async_callback(pool.close)
+            stack.push_async_callback(close_pool, pool)
             runtime.broker = broker or await Broker.connect(
                 settings.amqp_url,
                 delivery_limit=settings.delivery_limit,

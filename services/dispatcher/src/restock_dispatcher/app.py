@@ -21,7 +21,7 @@ from piccolo.engine.postgres import PostgresEngine
 
 from restock_common import topology
 from restock_common.broker import Broker
-from restock_common.db.engine import open_engine
+from restock_common.db.engine import close_engine, open_engine
 from restock_common.faults import FaultPoints
 from restock_common.messages import CHANNELS, RestockDetected
 from restock_common.service import Connections, health_routes, log_server_error, run
@@ -118,7 +118,7 @@ def create_app(settings: Settings, *, faults: FaultPoints | None = None) -> Lite
         async with AsyncExitStack() as stack:
             stack.push_async_callback(redis_client.aclose)
             engine = await open_engine(settings)
-            stack.push_async_callback(engine.close_connection_pool)
+            stack.push_async_callback(close_engine, engine)
             broker = await Broker.connect(
                 settings.amqp_url,
                 delivery_limit=settings.delivery_limit,

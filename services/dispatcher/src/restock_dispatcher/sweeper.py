@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from restock_common.db.engine import isolated
 from restock_common.messages import CHANNELS, Channel
 from restock_dispatcher.handler import publish_batch
 from restock_dispatcher.ports import BatchPublisher, SweepStore
@@ -65,7 +66,7 @@ class PublishSweeper:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                await self.sweep_once()
+                await isolated(self.sweep_once())
             except Exception:  # the next sweep retries; a broken sweep must not end the task
                 log.exception("publish sweep failed")
             with contextlib.suppress(TimeoutError):

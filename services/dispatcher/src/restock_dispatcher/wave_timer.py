@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 
+from restock_common.db.engine import isolated
 from restock_common.faults import FaultPoints
 from restock_dispatcher.handler import VariantPublisher
 from restock_dispatcher.ports import WaveStore
@@ -59,7 +60,7 @@ class WaveTimer:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                await self.tick()
+                await isolated(self.tick())
             except Exception:  # the next tick retries; a broken tick must not end the task
                 log.exception("wave tick failed")
             with contextlib.suppress(TimeoutError):

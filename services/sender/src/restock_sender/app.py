@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from restock_common import topology
 from restock_common.broker import Broker
-from restock_common.db.engine import open_engine
+from restock_common.db.engine import close_engine, open_engine
 from restock_common.faults import FaultPoints
 from restock_common.links import LinkSigner
 from restock_common.messages import Channel, ConfirmationRequested, JobBatch
@@ -231,7 +231,7 @@ def create_app(
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             engine = await open_engine(settings, pool_size=settings.sender_concurrency + 2)
-            stack.push_async_callback(engine.close_connection_pool)
+            stack.push_async_callback(close_engine, engine)
             broker = await Broker.connect(
                 settings.amqp_url,
                 delivery_limit=settings.delivery_limit,

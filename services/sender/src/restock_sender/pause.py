@@ -27,6 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from restock_common.broker import Consumer
+from restock_common.db.engine import isolated
 from restock_sender.delivery import classify
 from restock_sender.ports import PauseStore, ProviderProbe
 
@@ -131,7 +132,7 @@ class ChannelMonitor:
         """Tick every ``interval`` (at once when this process paused the channel) until ``stop``."""
         while not self._stopping.is_set():
             try:
-                await self.tick()
+                await isolated(self.tick())
             except Exception:  # PostgreSQL or the provider may answer at the next tick
                 log.exception("channel monitor tick failed", extra={"channel": self.pause.channel})
             with contextlib.suppress(TimeoutError):

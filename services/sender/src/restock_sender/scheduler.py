@@ -27,6 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from restock_common.db.engine import isolated
 from restock_common.messages import Channel
 from restock_sender.delivery import reaped_state
 from restock_sender.lease import SmsLeaseReaper
@@ -131,7 +132,7 @@ class Scheduler:
         at the next one)."""
         while not self._stopping.is_set():
             try:
-                await self.tick()
+                await isolated(self.tick())
             except Exception:
                 log.exception("scheduler tick failed", extra={"channel": self.channel})
             with contextlib.suppress(TimeoutError):

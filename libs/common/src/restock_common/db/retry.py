@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Seconds to wait before each retry: about 2.7 s in all.
-RETRY_DELAYS: Sequence[float] = (0.1, 0.3, 0.8, 1.5)
+# Seconds to wait before each retry: about 4.5 s in all. Many tries, because each may draw another dead
+# connection from the pool (after a failover every pooled connection is dead, and each is found out by use).
+RETRY_DELAYS: Sequence[float] = (0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0)
 
 CONNECTION_LOSS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,  # the connection failed or does not exist any more
@@ -50,7 +51,10 @@ async def retry_on_connection_loss(
     """``operation(try_number)``, tried again after each delay while it fails by connection loss."""
     for number, delay in enumerate([*delays, None], start=1):
         try:
-            return await operation(number)
+            # Each try in a task of its own: a failed try's transaction, whose rollback died with the
+            # connection, stays in Piccolo's context variable and would make every later try nest in it
+            # (``restock_common.db.engine.isolated``).
+            return await asyncio.ensure_future(operation(number))
         except Exception as error:
             if delay is None or not is_connection_loss(error):
                 raise

@@ -14,6 +14,7 @@ from restock_admin.consent import Change, Event
 from restock_admin.ports import ConsentLedger, Evidence, RetentionDue
 from restock_admin.privacy.ports import ContactData, ShopRulesReader
 from restock_admin.privacy.retention import cutoffs
+from restock_common.db.engine import isolated
 from restock_common.signatures import contact_hash
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class RetentionTask:
     async def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                await run_retention(self.shops, self.ledger, self.clock())
+                await isolated(run_retention(self.shops, self.ledger, self.clock()))
             except Exception:
                 logger.exception("retention pass failed; next pass at the next interval")
             with contextlib.suppress(TimeoutError):

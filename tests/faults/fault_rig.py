@@ -98,12 +98,14 @@ class CaseResult:
     sms_duplicates: int = 0
     kills: int = 0
     drain_s: float = 0.0
+    indeterminate_at_peer: int = 0  # indeterminate email jobs whose message the SMTP peer did receive
     states: dict[str, int] = field(default_factory=dict)
 
     def row(self) -> str:
         return (
             f"| {self.case} | {self.jobs:,} | {self.sent:,} | {self.suppressed} | {self.failed_permanent} | "
-            f"{self.dead_letter} | {self.indeterminate} | {self.smtp_duplicates} / {self.sms_duplicates} | "
+            f"{self.dead_letter} | {self.indeterminate} ({self.indeterminate_at_peer} at peer) | "
+            f"{self.smtp_duplicates} / {self.sms_duplicates} | "
             f"{self.kills} | {self.drain_s:.1f} s |"
         )
 
@@ -495,6 +497,9 @@ class Case:
         assert not missing, (
             f"{len(missing)} sent email jobs have no message at the peer, e.g. {sorted(missing)[:3]}; "
             f"received e.g. {sorted(received)[:3]}"
+        )
+        result.indeterminate_at_peer = sum(
+            1 for mid, state in by_message.items() if state == "indeterminate" and mid in received
         )
         strays = {
             mid: by_message.get(mid)

@@ -189,7 +189,11 @@ def test_postgres_connections_terminated_mid_delivery(rig: Rig) -> None:
         terminated += asyncio.run(_terminate_backends(rig.database_url))
         assert terminated > 0
         case.account(case.drain())
-    _assert_no_indeterminate(case)
+    # A claim whose commit the terminated connection took with it cannot be told from one that never
+    # happened: its job is reaped indeterminate, conservatively (ADR 20). Such a job never reached the
+    # provider, and there are at most as many as the claims in flight at the two terminations.
+    assert case.result.indeterminate_at_peer == 0, case.result
+    assert case.result.indeterminate <= 2 * len(SENDERS) * SENDER_CONCURRENCY, case.result
 
 
 def test_smtp_421_for_30_seconds(rig: Rig) -> None:

@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 
 import asyncpg
 import pytest
+from piccolo.engine.postgres import PostgresEngine
 
 from restock_common import keys
+from restock_common.db.engine import bind_tables, close_engine
 from restock_common.db.tables import (
     NotificationJob,
     NotificationLog,
@@ -29,13 +31,24 @@ SHOP = "record-loss-shop.myshopify.com"
 VARIANT = 5151
 
 
+APPLICATION = "record-loss-test"
+
+
 @pytest.fixture
-async def store(engine: object, clean_db: None) -> AsyncIterator[PiccoloJobStore]:
-    running = PiccoloJobStore(engine)  # type: ignore[arg-type]
-    yield running
-    # The pool's other connections were terminated too: start it afresh for the tests that follow.
-    await engine.close_connection_pool()  # type: ignore[attr-defined]
-    await engine.start_connection_pool(min_size=1, max_size=10)  # type: ignore[attr-defined]
+async def store(engine: PostgresEngine, settings: Settings, clean_db: None) -> AsyncIterator[PiccoloJobStore]:
+    """A store on a pool of its own, whose connections alone the test terminates (by application name): the
+    session's shared pool and every other test's connections are left alone."""
+    own = PostgresEngine(
+        config={"dsn": settings.database_url, "server_settings": {"application_name": APPLICATION}},
+        extensions=(),
+    )
+    await own.start_connection_pool(min_size=1, max_size=4)
+    bind_tables(own)
+    try:
+        yield PiccoloJobStore(own)
+    finally:
+        bind_tables(engine)
+        await close_engine(own)
 
 
 async def _claimed(store: PiccoloJobStore, address: str) -> ClaimedJob:
@@ -78,12 +91,13 @@ def _sent(job: ClaimedJob) -> AttemptRecord:
     )
 
 
-async def _terminate_every_other_backend(settings: Settings) -> int:
+async def _terminate_the_stores_connections(settings: Settings) -> int:
     connection = await asyncpg.connect(settings.database_url)
     try:
         rows = await connection.fetch(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            "WHERE datname = current_database() AND application_name = $1",
+            APPLICATION,
         )
         return len(rows)
     finally:
@@ -94,7 +108,7 @@ async def test_the_outcome_is_recorded_after_the_connection_was_terminated(
     store: PiccoloJobStore, settings: Settings
 ) -> None:
     job = await _claimed(store, "ada@example.com")
-    assert await _terminate_every_other_backend(settings) >= 1
+    assert await _terminate_the_stores_connections(settings) >= 1
 
     assert await store.record(_sent(job)) is True
 

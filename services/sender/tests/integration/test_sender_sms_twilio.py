@@ -132,8 +132,9 @@ class Pipeline:
     consumer: Any
 
 
-class KilledAt(Exception):
-    """Stands in for the SIGKILL of the fault suite at a named point."""
+class KilledAt(BaseException):
+    """Stands in for the SIGKILL of the fault suite at a named point: not an ``Exception``, so no handler
+    cleans up after it (a killed process runs no code)."""
 
 
 class DieOnceAt(FaultPoints):

@@ -18,7 +18,6 @@ The subscribers of a case, in subscription order (FIFO):
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import socket
 import subprocess
 import threading
@@ -43,6 +42,7 @@ from restock_sandbox.stack import (
     set_shop_rules,
 )
 from restock_sandbox.tcp_faults import FaultProxy, Mode
+from restock_sender.providers.smtp import message_id
 
 SHOP = "faults-shop.myshopify.com"
 LOCATION_ID = 4001
@@ -64,11 +64,6 @@ TERMINAL = frozenset(
     {"sent", "failed-permanent", "dead-letter", "indeterminate", "skipped-opted-out", "duplicate-suppressed"}
 )
 SUPPRESSED = frozenset({"skipped-opted-out", "duplicate-suppressed"})
-
-
-def message_id_of(notification_key: str) -> str:
-    """The sender's deterministic Message-ID hash of a job (``restock_sender.outbound``)."""
-    return hashlib.sha256(notification_key.encode()).hexdigest()[:32]
 
 
 def _free_port() -> int:
@@ -487,11 +482,9 @@ class Case:
 
         # Email: every sent job's message is at the peer; every message at the peer is a sent job's or an
         # indeterminate one's (its sender died with the outcome unknown), never a skipped or failed job's.
-        received = {
-            mid.strip().strip("<>").split("@")[0] for mid in self.http.get("/inbox/message-ids").json() if mid
-        }
+        received = {mid for mid in self.http.get("/inbox/message-ids").json() if mid}
         email = [job for job in jobs if job["channel"] == "email"]
-        by_message = {message_id_of(job["notification_key"]): job["state"] for job in email}
+        by_message = {message_id(job["notification_key"], SHOP): job["state"] for job in email}
         sent_ids = {mid for mid, state in by_message.items() if state == "sent"}
         missing = sent_ids - received
         assert not missing, (

@@ -56,6 +56,7 @@ IN_FLIGHT = 1_500  # messages at the peers before the fault
 DRAIN_DEADLINE_S = 300.0
 # Two email senders: replicas share the queue and the limits, and a kill of one leaves the other working.
 SECOND_EMAIL_SENDER = "sender-email-2"
+EMAIL_SENDERS = ("sender-email", SECOND_EMAIL_SENDER)
 SENDERS = ("sender-email", SECOND_EMAIL_SENDER, "sender-sms")
 SERVICES = ("admin", "detector", "dispatcher", *SENDERS)
 SENDER_CONCURRENCY = 8
@@ -92,6 +93,7 @@ class CaseResult:
     smtp_duplicates: int = 0
     sms_duplicates: int = 0
     kills: int = 0
+    email_sender_kills: int = 0  # the bound on indeterminate jobs (ADR 21)
     drain_s: float = 0.0
     indeterminate_at_peer: int = 0  # indeterminate email jobs whose message the SMTP peer did receive
     states: dict[str, int] = field(default_factory=dict)
@@ -171,6 +173,7 @@ class Rig:
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.ports.sandbox}", timeout=60.0)
         self.cases = 0
         self.kills = 0
+        self.email_sender_kills = 0
         self.armed_env: dict[str, dict[str, str]] = {}  # extra env per process for the current case
 
     # --- lifecycle ----------------------------------------------------------------------------------------
@@ -246,6 +249,7 @@ class Rig:
                 self.stack._start(self.specs[name])
                 self.wait_ready((name,))
                 revived += 1
+                self.email_sender_kills += name in EMAIL_SENDERS
         self.kills += revived
         return revived
 
@@ -255,6 +259,7 @@ class Rig:
     def case(self, name: str) -> Iterator[Case]:
         self.cases += 1
         self.kills = 0
+        self.email_sender_kills = 0
         case = Case(self, name, self.cases)
         case.prepare()
         try:
@@ -470,6 +475,7 @@ class Case:
         result.dead_letter = states["dead-letter"]
         result.indeterminate = states["indeterminate"]
         result.kills = self.rig.kills
+        result.email_sender_kills = self.rig.email_sender_kills
         jobs = asyncio.run(self._jobs())
         inbox = self.http.get("/inbox/stats").json()
         result.smtp_duplicates = sum(n - 1 for n in inbox["duplicates"].values())

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from restock_common.db.engine import transaction as db_transaction
 from restock_common.db.tables import AuditLog, NotificationJob
 
 REPLAYABLE_STATES = frozenset({"dead-letter", "indeterminate"})
@@ -171,8 +172,7 @@ class PiccoloReplayStore:
 
     def transaction(self) -> AbstractAsyncContextManager[Any]:
         engine: Any = NotificationJob._meta.db
-        transaction: AbstractAsyncContextManager[Any] = engine.transaction()
-        return transaction
+        return db_transaction(engine)
 
     async def lock(self, job_ids: Sequence[int]) -> list[JobSnapshot]:
         rows = await NotificationJob.raw(_LOCK, list(job_ids))

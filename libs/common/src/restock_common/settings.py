@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(default=120, ge=5)
     # Jobs one sender process works on at once (its SMTP pool holds as many connections).
     sender_concurrency: int = Field(default=8, ge=1, le=256)
+    # Email sends of one sender process between their provider-call mark and their record, at most: SMTP
+    # cannot be asked afterwards, so each is one job a crash of the process leaves indeterminate (ADR 21).
+    # 1 serialises the SMTP transactions of a process (scale out with replicas); raise it for a distant
+    # relay whose round trips dominate, accepting that many indeterminate jobs per crash.
+    email_unconfirmed_sends: int = Field(default=1, ge=1, le=256)
     # The dispatcher: targets per freeze page (one Redis pipeline, one insert each), and the publish
     # sweeper, which publishes pending jobs still unpublished this long after their freeze committed.
     freeze_page_size: int = Field(default=1_000, ge=1, le=10_000)

@@ -15,6 +15,12 @@ from restock_common.db.retry import is_connection_loss, retry_on_connection_loss
         (asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"), True),
         (asyncpg.exceptions.CannotConnectNowError("starting up"), True),
         (asyncpg.InterfaceError("connection is closed"), True),
+        (
+            asyncpg.exceptions._base.InternalClientError(
+                "cannot switch to state 15; another operation (2) is in progress"
+            ),
+            True,
+        ),
         (ConnectionResetError(), True),
         (TimeoutError(), True),
         (asyncpg.exceptions.UniqueViolationError("duplicate key"), False),

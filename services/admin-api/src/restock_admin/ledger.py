@@ -20,6 +20,7 @@ from restock_admin.ports import (
     Subscriptions,
     Target,
 )
+from restock_common.db.engine import transaction
 from restock_common.db.tables import Subscription
 
 _SELECT = "SELECT id, tenant, state FROM subscriptions WHERE {where} ORDER BY id FOR UPDATE"
@@ -90,7 +91,7 @@ class PiccoloConsentLedger:
         self, target: Target, events: Event | tuple[Event, ...], evidence: Evidence, now: datetime
     ) -> list[Applied]:
         sequence = (events,) if isinstance(events, Event) else events
-        async with Subscription._meta.db.transaction():
+        async with transaction(Subscription._meta.db):
             applied = await self._apply(target, sequence[0], evidence, now)
             ids = tuple(each.subscription_id for each in applied)
             for event in sequence[1:]:  # the same rows, already locked by this transaction
@@ -107,7 +108,7 @@ class PiccoloConsentLedger:
         now: datetime,
     ) -> list[Applied] | AlreadyUsed:
         try:
-            async with Subscription._meta.db.transaction():
+            async with transaction(Subscription._meta.db):
                 if not await Subscription.raw(_CONSUME, token_id, purpose, subscription_id, now):
                     return AlreadyUsed()
                 applied = await self._apply(Subscriptions((subscription_id,)), event, evidence, now)

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from piccolo.engine.postgres import PostgresEngine
 from redis.exceptions import RedisError
 
+from restock_common.db.engine import transaction
 from restock_common.db.tables import Subscription
 from restock_common.keys import notification_key, notification_key_sql, restock_window
 from restock_common.rules import Rules, decode_rules
@@ -142,7 +143,7 @@ class DryRunner:
     ) -> DryRun | None:
         """The dry run (None: no such shop)."""
         result: DryRun | None = None
-        async with self.engine.transaction():
+        async with transaction(self.engine):
             await Subscription.raw("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             rows = await Subscription.raw(_RULES_AND_PLAN, variant_id, tenant_id)
             if rows:

@@ -28,6 +28,7 @@ from typing import Any
 
 from piccolo.engine.postgres import PostgresEngine
 
+from restock_common.db.engine import transaction
 from restock_common.db.tables import NotificationJob, RestockEvent, Subscription
 from restock_common.jobs import JobState
 from restock_common.keys import notification_key, notification_key_sql
@@ -192,7 +193,7 @@ class PiccoloTargetStore:
         self.wave_store = wave_store or PiccoloWaveStore(engine)
 
     async def freeze(self, restock_event_id: int, traceparent: str | None) -> Frozen | EventMissing:
-        async with self.engine.transaction():
+        async with transaction(self.engine):
             rows = await RestockEvent.raw(_LOCK_EVENT, restock_event_id)
             if not rows:
                 return EventMissing(restock_event_id)
@@ -230,7 +231,7 @@ class PiccoloTargetStore:
     async def publish_unpublished(
         self, restock_event_id: int, channel: Channel, after: Cursor | None, limit: int, publish: Publish
     ) -> Page:
-        async with self.engine.transaction():
+        async with transaction(self.engine):
             await NotificationJob.raw(_CUSTOM_PLANS)
             if after is None:
                 rows = await NotificationJob.raw(_FIRST_UNPUBLISHED, restock_event_id, channel, limit)
@@ -258,7 +259,7 @@ class PiccoloTargetStore:
         limit: int,
         publish: Callable[[list[int]], Awaitable[None]],
     ) -> int:
-        async with self.engine.transaction():
+        async with transaction(self.engine):
             rows = await NotificationJob.raw(_STALE, channel, older_than_seconds, limit)
             job_ids = [row["id"] for row in rows]
             if job_ids:

@@ -16,6 +16,7 @@ from typing import Any
 
 from piccolo.engine.postgres import PostgresEngine
 
+from restock_common.db.engine import transaction
 from restock_common.db.tables import WavePlan
 from restock_common.keys import restock_window
 from restock_common.rules import Rules, decode_rules
@@ -91,7 +92,7 @@ class PiccoloWaveStore:
 
     async def stock_changed(self, tenant_id: int, variant_id: int, available: int) -> Released | None:
         """Re-plan a variant's line with its new availability (None: the variant has no line)."""
-        async with self.engine.transaction():
+        async with transaction(self.engine):
             rows = await WavePlan.raw(_LOCK_PLAN, tenant_id, variant_id)
             if not rows:
                 return None
@@ -107,7 +108,7 @@ class PiccoloWaveStore:
         """Plan every line whose next wave is due (at most ``limit``, skipping lines another replica
         holds), with the last availability each was told."""
         released = []
-        async with self.engine.transaction():
+        async with transaction(self.engine):
             for row in await WavePlan.raw(_LOCK_DUE, self.clock(), limit):
                 rules = decode_rules(row["rules"])
                 window = restock_window(self.clock(), rules.restock_window_seconds)

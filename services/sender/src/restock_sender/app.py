@@ -116,6 +116,8 @@ def build_batch_handler(
         links=links if channel == "email" else None,  # SMS opts out by STOP, not by a link
         metrics=metrics,
         pause=pause,
+        # SMS needs no bound: the lease reaper asks Twilio what an unrecorded send did (ADR 15).
+        unconfirmed_sends=settings.email_unconfirmed_sends if channel == "email" else None,
     )
     return BatchHandler(jobs, channel, settings.sender_concurrency, faults, admission=admission)
 

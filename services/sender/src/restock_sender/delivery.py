@@ -20,10 +20,14 @@ Before the claim, admission (``restock_sender.admission``) may ``defer`` a pendi
 ``pending`` with a ``next_attempt_at`` (a rate limit, a send window, a paused channel) and no attempt
 spent, and the scheduler publishes it again when due.
 
-A job left in ``processing`` past its lease (its sender died) is reaped per channel (``LEASE_EXPIRY``):
-for email the outcome is unknowable, so it becomes ``indeterminate``; for SMS the provider is asked (Twilio's
-message list): found, the job is ``sent`` (``found-at-provider``); not found, it goes back to ``pending``
-for a new attempt (``not-at-provider``); when Twilio cannot be asked it stays ``processing`` until it can.
+A job left in ``processing`` past its lease (its sender died) is reaped. Right before the provider call the
+sender commits a mark on the claim (ADR 21); a lease that ended unmarked never reached the provider, and the
+job goes back to ``pending`` (``not-sent``) to be sent again, whatever the channel. A marked one is reaped
+per channel (``LEASE_EXPIRY``): for email the outcome is unknowable, so it becomes ``indeterminate`` (a
+sender keeps at most ``email_unconfirmed_sends`` such sends in flight, so a crash leaves no more); for SMS
+the provider is asked (Twilio's message list): found, the job is ``sent`` (``found-at-provider``); not
+found, it goes back to ``pending`` for a new attempt (``not-at-provider``); when Twilio cannot be asked it
+stays ``processing`` until it can.
 Only ``failed-temporary`` is retried automatically: when due, the retry scheduler moves it back to
 ``pending`` and republishes it, so every send starts with the same claim. ``dead-letter`` and
 ``indeterminate`` leave only through a manual, audited ``replay``. ``sent``, ``failed-permanent``,
@@ -286,7 +290,10 @@ LEASE_EXPIRY: dict[Channel, LeaseExpiry] = {
 }
 
 LEASE_EXPIRED_DECISION = "lease-expired"
-LEASE_EXPIRED_DETAIL = "lease expired; outcome unknown"
+LEASE_EXPIRED_DETAIL = "lease expired after the provider call started; outcome unknown"
+# Every channel: a lease that ended before the provider-call mark (ADR 21) proves nothing was sent.
+LEASE_UNSTARTED_DECISION = "lease-expired:unsent"
+LEASE_UNSTARTED_DETAIL = "lease expired before the provider call; sent again"
 
 
 def reaped_state(channel: Channel) -> JobState | None:

@@ -1,14 +1,17 @@
-"""Sending: one job (claim -> re-check consent -> render -> send -> record) and one batch of jobs.
+"""Sending: one job (claim -> re-check consent -> render -> mark -> send -> record) and one batch of jobs.
 
 The order is the guarantee. The claim commits ``processing`` before the provider is called, so a
-redelivered batch finds the job taken and sends nothing twice; the attempt's outcome and its log row
-commit together after the call. Every outcome goes through ``_conclude``, the one place a job's next state
-is decided (by ``delivery.TRANSITIONS``) and handed to the store.
+redelivered batch finds the job taken and sends nothing twice; right before the call the claim is marked
+(committed), so a lease that expires unmarked is known unsent and the job is sent again (ADR 21); the
+attempt's outcome and its log row commit together after the call. Every outcome goes through
+``_conclude``, the one place a job's next state is decided (by ``delivery.TRANSITIONS``) and handed to the
+store.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
@@ -134,8 +137,11 @@ class JobHandler:
         links: PublicLinks | None = None,
         metrics: DeliveryMetrics | None = None,
         pause: ChannelPause | None = None,
+        unconfirmed_sends: int | None = None,
     ) -> None:
         self.store = store
+        # Sends past their provider-call mark and not yet recorded, at most (None: no bound).
+        self._unconfirmed = asyncio.Semaphore(unconfirmed_sends) if unconfirmed_sends else None
         self.provider = provider
         self.outbound: Outbound = outbound or EmailOutbound(cast(EmailProvider, provider))
         self.renderer = renderer
@@ -183,7 +189,7 @@ class JobHandler:
             extra={"job_id": job.job_id, "released": released},
         )
 
-    async def _attempt(self, job: ClaimedJob, progress: _Progress) -> JobState:
+    async def _attempt(self, job: ClaimedJob, progress: _Progress) -> JobState | None:
         started = self.clock()
         reason = _skip_reason(job)
         if reason is not None:
@@ -206,22 +212,30 @@ class JobHandler:
                 template=template,
             )
         await _until_reserved_instant()
-        self.faults.reach("before_provider_call")
-        progress.provider_called = True
-        try:
-            sent = await self.outbound.send(job, rendered, unsubscribe_url)
-        except ProviderError as error:
-            return await self._failed(job, error, started, variables, template)
-        self.faults.reach("after_provider_ok_before_commit")
-        return await self._conclude(
-            job,
-            decide(None, job.attempt, job.policy, self.rng),
-            started,
-            variables=variables,
-            receipt=sent.receipt,
-            template=template,
-            segments=sent.segments,
-        )
+        # From the mark to the record, a crash leaves the outcome unknown: this process keeps at most
+        # ``unconfirmed_sends`` jobs there (email; ADR 21), so a crash leaves no more indeterminate jobs.
+        async with self._unconfirmed or contextlib.nullcontext():
+            if not await self.store.mark_provider_call(job):
+                log.warning(
+                    "lease ended before the provider call; nothing sent", extra={"job_id": job.job_id}
+                )
+                return None
+            self.faults.reach("before_provider_call")
+            progress.provider_called = True
+            try:
+                sent = await self.outbound.send(job, rendered, unsubscribe_url)
+            except ProviderError as error:
+                return await self._failed(job, error, started, variables, template)
+            self.faults.reach("after_provider_ok_before_commit")
+            return await self._conclude(
+                job,
+                decide(None, job.attempt, job.policy, self.rng),
+                started,
+                variables=variables,
+                receipt=sent.receipt,
+                template=template,
+                segments=sent.segments,
+            )
 
     async def _template(self, job: ClaimedJob) -> TemplateRecord | None:
         """The version pinned at freeze (marked used from now on), or the channel's built-in one."""

@@ -137,6 +137,12 @@ class JobStore(Protocol):
         iff the job is still this claimed attempt: nothing reached the provider."""
         ...
 
+    async def mark_provider_call(self, job: ClaimedJob) -> bool:
+        """Commit, right before the provider call, that this attempt may reach the provider (ADR 21): a lease
+        expiring without the mark is then known unsent and the job goes back to ``pending``. False (call
+        nothing) when the job is no longer this attempt under a running lease."""
+        ...
+
     async def record(self, record: AttemptRecord) -> bool:
         """In one transaction: the job's new state (only if still processing), the log row, and on
         ``sent`` the subscription's counters. False when the job was no longer ours (lease lost)."""
@@ -213,9 +219,15 @@ class ScheduleStore(Protocol):
         published."""
         ...
 
+    async def reap_unstarted(self, channel: str, limit: int) -> list[int]:
+        """Move ``processing`` jobs whose lease ended before the provider call was marked (their sender
+        died or stalled before calling it: nothing was sent) back to ``pending``, unpublished, with a log row.
+        The ids moved, FIFO by priority, for the caller to publish."""
+        ...
+
     async def reap_expired(self, channel: str, state: JobState, limit: int) -> list[int]:
-        """Move ``processing`` jobs whose lease ended to ``state``, each with a log row saying the outcome
-        is unknown. The ids reaped."""
+        """Move ``processing`` jobs whose lease ended after the provider call was marked to ``state``, each
+        with a log row saying the outcome is unknown. The ids reaped."""
         ...
 
 

@@ -11,9 +11,11 @@ Each tick, for this process's channel:
    Deferred jobs (admission held them back: a rate limit, a send window, a paused channel) are published
    again once their ``next_attempt_at`` is due, FIFO by priority. Steps 1 and 2 wait while the channel
    is paused.
-3. **Lease reaper**: ``processing`` jobs past their lease get the channel's ``delivery.reaped_state``
-   (email: ``indeterminate``, never re-sent automatically); SMS jobs are resolved by asking Twilio
-   (``restock_sender.lease``): ``sent`` when it has the message, else back to ``pending`` and published.
+3. **Lease reaper**: ``processing`` jobs past their lease whose provider call was never marked (ADR 21)
+   go back to ``pending`` and are published: nothing was sent. Marked ones get the channel's
+   ``delivery.reaped_state`` (email: ``indeterminate``, never re-sent automatically); SMS jobs are resolved
+   by asking Twilio (``restock_sender.lease``): ``sent`` when it has the message, else back to
+   ``pending`` and published.
 
 Publishing a job twice is harmless (the claim is a compare-and-set); losing one is not, so every step
 publishes before it commits. A tick that fails is logged and retried at the next one.
@@ -88,6 +90,15 @@ class Scheduler:
             await self.store.mark_enqueued(job_ids)
         return job_ids
 
+    async def _resend_unstarted(self) -> list[int]:
+        """Expired claims that never reached the provider call (ADR 21) go back to pending and out again;
+        while paused (or should the publish fail) step 2 publishes them later."""
+        job_ids = await self.store.reap_unstarted(self.channel, self.batch_size)
+        if job_ids and not self.paused():
+            await self._publish(job_ids)
+            await self.store.mark_enqueued(job_ids)
+        return job_ids
+
     async def tick(self) -> TickReport:
         """One pass of the three steps."""
         requeued = published = 0
@@ -98,12 +109,12 @@ class Scheduler:
                     self.channel, self.batch_size, self.grace_seconds, self._publish
                 )
             )
-        reaped = 0
+        reaped = await self._drain(self._resend_unstarted)
         state = reaped_state(self.channel)
         if state is not None:
-            reaped = await self._drain(lambda: self.store.reap_expired(self.channel, state, self.batch_size))
+            reaped += await self._drain(lambda: self.store.reap_expired(self.channel, state, self.batch_size))
         elif self.lease_reaper is not None:
-            reaped = await self._resolve_leases(self.lease_reaper)
+            reaped += await self._resolve_leases(self.lease_reaper)
         report = TickReport(requeued, published, reaped)
         if report != TickReport():
             log.info("scheduler tick", extra={"channel": self.channel, **report.__dict__})

@@ -3,6 +3,7 @@ in miniature): the provider has answered, the connection is gone, and the record
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -152,3 +153,45 @@ async def test_a_claim_given_back_is_pending_again_with_its_attempt_uncounted(st
     again = await store.claim(job.job_id, 60)
     assert isinstance(again, ClaimedJob)
     assert again.attempt == 1
+
+
+async def _mark(job_id: int) -> dict[str, object] | None:
+    return (
+        await NotificationJob.select(NotificationJob.provider_called_at, NotificationJob.state)
+        .where(NotificationJob.id == job_id)
+        .first()
+    )
+
+
+async def test_the_provider_call_mark_is_committed_once_and_survives_a_lost_connection(
+    store: PiccoloJobStore, settings: Settings
+) -> None:
+    job = await _claimed(store, "barbara@example.com")
+    assert (await _mark(job.job_id)) == {"provider_called_at": None, "state": "processing"}
+    assert await _terminate_the_stores_connections(settings) >= 1
+
+    assert await store.mark_provider_call(job) is True  # retried on a fresh connection
+    first = (await _mark(job.job_id) or {})["provider_called_at"]
+    assert first is not None
+    assert await store.mark_provider_call(job) is True  # a retry whose answer was lost: idempotent
+    assert (await _mark(job.job_id) or {})["provider_called_at"] == first
+
+    # A new claim (after a release, or a reaper's resend) starts unmarked.
+    assert await store.release(job) is True
+    again = await store.claim(job.job_id, 60)
+    assert isinstance(again, ClaimedJob)
+    assert (await _mark(job.job_id) or {})["provider_called_at"] is None
+
+
+async def test_the_mark_is_refused_once_the_lease_ended_or_the_attempt_is_not_ours(
+    store: PiccoloJobStore,
+) -> None:
+    job = await _claimed(store, "edsger@example.com")
+    stale = dataclasses.replace(job, attempt=job.attempt + 1)
+    assert await store.mark_provider_call(stale) is False  # another attempt's claim
+
+    await NotificationJob.update({NotificationJob.lease_until: datetime(2026, 1, 1, tzinfo=UTC)}).where(
+        NotificationJob.id == job.job_id
+    )
+    assert await store.mark_provider_call(job) is False  # the reaper may already be sending it back
+    assert (await _mark(job.job_id) or {})["provider_called_at"] is None

@@ -313,15 +313,27 @@ async def test_replay_refuses_opted_out_and_non_replayable_jobs(
     }
 
 
-async def test_an_expired_lease_becomes_indeterminate_and_is_never_sent(
+async def test_an_expired_lease_past_the_provider_call_becomes_indeterminate_and_is_never_sent(
     pipeline: Pipeline, broker: Broker, peer: tuple[FlakySmtp, int]
 ) -> None:
     smtp, _ = peer
     shop = await seed_shop()
     past, future = datetime.now(UTC) - timedelta(minutes=1), datetime.now(UTC) + timedelta(minutes=5)
-    expired = await seed_job(shop, "lost@example.com", state="processing", attempt=1, lease_until=past)
-    held = await seed_job(shop, "held@example.com", state="processing", attempt=1, lease_until=future)
-    sms = await seed_job(shop, "sms-contact", channel="sms", state="processing", attempt=1, lease_until=past)
+    expired = await seed_job(
+        shop, "lost@example.com", state="processing", attempt=1, lease_until=past, provider_called_at=past
+    )
+    held = await seed_job(
+        shop, "held@example.com", state="processing", attempt=1, lease_until=future, provider_called_at=past
+    )
+    sms = await seed_job(
+        shop,
+        "sms-contact",
+        channel="sms",
+        state="processing",
+        attempt=1,
+        lease_until=past,
+        provider_called_at=past,
+    )
     control = await seed_job(shop, "control@example.com")
 
     await wait_state(expired, "indeterminate")
@@ -331,7 +343,7 @@ async def test_an_expired_lease_becomes_indeterminate_and_is_never_sent(
     assert (log["outcome"], log["error_kind"], log["error_detail"], log["attempt"], log["provider"]) == (
         "indeterminate",
         None,
-        "lease expired; outcome unknown",
+        "lease expired after the provider call started; outcome unknown",
         1,
         "smtp",
     )
@@ -347,6 +359,33 @@ async def test_an_expired_lease_becomes_indeterminate_and_is_never_sent(
     assert [(await job(j))["state"] for j in (held, sms)] == ["processing", "processing"]
     assert await logs(held) == []
     assert await logs(sms) == []
+
+
+async def test_an_expired_lease_before_the_provider_call_is_sent_again_once(
+    pipeline: Pipeline, peer: tuple[FlakySmtp, int]
+) -> None:
+    """ADR 21: its sender died (or stalled) between the claim and the provider-call mark: nothing was sent,
+    so the reaper gives the job back and the scheduler publishes it at once; it is sent exactly once."""
+    smtp, _ = peer
+    shop = await seed_shop()
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    unstarted = await seed_job(
+        shop, "unstarted@example.com", state="processing", attempt=1, lease_until=past, enqueued_at=past
+    )
+
+    await wait_state(unstarted, "sent")
+    row = await job(unstarted)
+    assert (row["attempt"], row["lease_until"], row["provider_called_at"] is not None) == (2, None, True)
+    reaped, sent = await logs(unstarted)
+    assert (reaped["outcome"], reaped["attempt"], reaped["error_detail"], reaped["provider"]) == (
+        "pending",
+        1,
+        "lease expired before the provider call; sent again",
+        "smtp",
+    )
+    assert reaped["trace_id"] == TRACEPARENT.split("-")[1]
+    assert (sent["outcome"], sent["attempt"]) == ("sent", 2)
+    assert smtp.sent_to("unstarted@example.com") == 1
 
 
 async def test_due_retries_are_published_fifo_once_and_only_when_due(

@@ -599,7 +599,9 @@ async def test_an_expired_lease_waits_while_twilio_cannot_be_asked(
     unreachable = sms_settings.model_copy(
         update={"twilio_base_url": f"http://127.0.0.1:{free_port()}/twilio"}
     )
-    job_id = await seed_job(await seed_shop(), state="processing", attempt=1)
+    job_id = await seed_job(
+        await seed_shop(), state="processing", attempt=1, provider_called_at=datetime.now(UTC)
+    )
     await expire_lease(job_id)
     running = await start_pipeline(engine, broker, unreachable, scheduler=False)
     try:

@@ -125,11 +125,16 @@ class FakeJobStore:
         self.jobs = {job.job_id: job for job in jobs}
         self.claims: list[int] = []
         self.records: list[AttemptRecord] = []
+        self.marked: list[int] = []  # provider-call marks, in order
 
     async def claim(self, job_id: int, lease_seconds: int) -> ClaimedJob | NotClaimable:
         self.claims.append(job_id)
         job = self.jobs.pop(job_id, None)
         return job if job is not None else NotClaimable(job_id)
+
+    async def mark_provider_call(self, job: ClaimedJob) -> bool:
+        self.marked.append(job.job_id)
+        return True
 
     async def record(self, record: AttemptRecord) -> bool:
         self.records.append(record)

@@ -58,6 +58,7 @@ class FakeJobStore:
         self.jobs = {job.job_id: job for job in jobs}
         self.claims: list[int] = []
         self.records: list[AttemptRecord] = []
+        self.marked: list[int] = []  # provider-call marks, in order
         self.released: list[int] = []
 
     async def claim(self, job_id: int, lease_seconds: int) -> ClaimedJob | NotClaimable:
@@ -67,6 +68,10 @@ class FakeJobStore:
 
     async def release(self, job: ClaimedJob) -> bool:
         self.released.append(job.job_id)
+        return True
+
+    async def mark_provider_call(self, job: ClaimedJob) -> bool:
+        self.marked.append(job.job_id)
         return True
 
     async def record(self, record: AttemptRecord) -> bool:
@@ -103,7 +108,11 @@ class RecordingFaults(FaultPoints):
 
 
 def make_handler(
-    store: FakeJobStore, provider: FakeProvider, renderer: Any = None, faults: FaultPoints | None = None
+    store: FakeJobStore,
+    provider: FakeProvider,
+    renderer: Any = None,
+    faults: FaultPoints | None = None,
+    unconfirmed_sends: int | None = None,
 ) -> JobHandler:
     return JobHandler(
         store=store,
@@ -114,6 +123,7 @@ def make_handler(
         clock=lambda: NOW,
         rng=lambda: 0.5,
         lease_seconds=120,
+        unconfirmed_sends=unconfirmed_sends,
     )
 
 
@@ -134,6 +144,7 @@ async def test_sent_path_renders_sends_and_records_sent() -> None:
     assert record.variables["product_url"] == "https://shop.myshopify.com/variants/42"
     assert "a@example.com" not in repr(dict(record.variables))
     assert faults.reached == ["after_claim", "before_provider_call", "after_provider_ok_before_commit"]
+    assert store.marked == [1]
 
 
 async def test_job_carries_its_stored_trace_into_the_message() -> None:
@@ -311,3 +322,72 @@ async def test_stopping_finishes_the_started_jobs_and_requeues_the_batch_with_th
     assert await running is Outcome.REQUEUE
     assert store.claims == [1]  # the others were never claimed: still pending, redelivered with the batch
     assert [record.state for record in store.records] == [JobState.SENT]
+
+
+class WindowStore(FakeJobStore):
+    """Counts the jobs between their provider-call mark and their record (the ones a crash would leave
+    indeterminate), and can refuse the mark or lose its connection."""
+
+    def __init__(self, *jobs: ClaimedJob, refuse_mark: bool = False, mark_error: bool = False) -> None:
+        super().__init__(*jobs)
+        self.refuse_mark = refuse_mark
+        self.mark_error = mark_error
+        self.unconfirmed = 0
+        self.peak_unconfirmed = 0
+
+    async def mark_provider_call(self, job: ClaimedJob) -> bool:
+        if self.mark_error:
+            raise ConnectionError("database went away")
+        if self.refuse_mark:
+            return False
+        await super().mark_provider_call(job)
+        self.unconfirmed += 1
+        self.peak_unconfirmed = max(self.peak_unconfirmed, self.unconfirmed)
+        return True
+
+    async def record(self, record: AttemptRecord) -> bool:
+        await asyncio.sleep(0)
+        if record.job.job_id in self.marked:
+            self.unconfirmed -= 1
+        return await super().record(record)
+
+
+class YieldingProvider(FakeProvider):
+    async def send(self, message: EmailMessage) -> ProviderReceipt:
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return await super().send(message)
+
+
+@pytest.mark.parametrize(("unconfirmed_sends", "peak"), [(1, 1), (2, 2), (None, 4)])
+async def test_unconfirmed_sends_bound_the_jobs_a_crash_could_leave_indeterminate(
+    unconfirmed_sends: int | None, peak: int
+) -> None:
+    store, provider = WindowStore(*(claimed(i) for i in range(1, 13))), YieldingProvider()
+    batches = BatchHandler(
+        make_handler(store, provider, unconfirmed_sends=unconfirmed_sends),
+        "email",
+        concurrency=4,
+        faults=FaultPoints(None),
+    )
+    assert await batches(JobBatch(channel="email", job_ids=list(range(1, 13)))) is Outcome.ACK
+    assert len(provider.sent) == 12
+    assert store.peak_unconfirmed == peak
+    assert store.unconfirmed == 0
+
+
+async def test_a_claim_whose_lease_ended_before_the_mark_sends_nothing() -> None:
+    store, provider = WindowStore(claimed(1), refuse_mark=True), FakeProvider()
+    assert await make_handler(store, provider).handle(1) is None
+    assert provider.sent == []
+    assert store.records == []
+    assert store.released == []  # not ours any more: the reaper (or the next claim) owns it
+
+
+async def test_a_mark_that_lost_its_database_gives_the_claim_back_unsent() -> None:
+    store, provider, faults = WindowStore(claimed(1), mark_error=True), FakeProvider(), RecordingFaults()
+    with pytest.raises(ConnectionError):
+        await make_handler(store, provider, faults=faults).handle(1)
+    assert provider.sent == []
+    assert store.released == [1]
+    assert "before_provider_call" not in faults.reached

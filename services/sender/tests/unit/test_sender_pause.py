@@ -135,6 +135,10 @@ class RecordingScheduleStore:
         self.calls.append("publish")
         return []
 
+    async def reap_unstarted(self, channel: str, limit: int) -> list[int]:
+        self.calls.append("reap-unstarted")
+        return []
+
     async def reap_expired(self, channel: str, state: Any, limit: int) -> list[int]:
         self.calls.append("reap")
         return []
@@ -145,7 +149,10 @@ class NoPublisher:
         raise AssertionError("nothing is published while paused")
 
 
-@pytest.mark.parametrize(("paused", "steps"), [(False, ["requeue", "publish", "reap"]), (True, ["reap"])])
+@pytest.mark.parametrize(
+    ("paused", "steps"),
+    [(False, ["requeue", "publish", "reap-unstarted", "reap"]), (True, ["reap-unstarted", "reap"])],
+)
 async def test_a_paused_channels_scheduler_publishes_nothing(paused: bool, steps: list[str]) -> None:
     store = RecordingScheduleStore()
     scheduler = Scheduler(

@@ -21,6 +21,7 @@ class FakeScheduleStore:
     due: list[int] = field(default_factory=list)
     unqueued: list[int] = field(default_factory=list)
     expired: list[int] = field(default_factory=list)
+    unstarted: list[int] = field(default_factory=list)  # expired before their provider-call mark
     calls: list[tuple[object, ...]] = field(default_factory=list)
     states: dict[int, JobState] = field(default_factory=dict)
 
@@ -42,6 +43,14 @@ class FakeScheduleStore:
         batch = self.unqueued[:limit]
         await publish(batch) if batch else None
         del self.unqueued[: len(batch)]
+        return batch
+
+    async def reap_unstarted(self, channel: str, limit: int) -> list[int]:
+        self.calls.append(("reap_unstarted", channel, limit))
+        batch = self.unstarted[:limit]
+        del self.unstarted[: len(batch)]
+        self.states.update(dict.fromkeys(batch, JobState.PENDING))
+        self.unqueued.extend(batch)
         return batch
 
     async def reap_expired(self, channel: str, state: JobState, limit: int) -> list[int]:
@@ -85,6 +94,35 @@ async def test_tick_requeues_publishes_and_reaps_in_batches() -> None:
     assert ("mark_enqueued", [3]) in store.calls
     assert store.states == {5: JobState.INDETERMINATE}
     assert ("publish_unqueued", "email", 2, 7.0) in store.calls
+
+
+@pytest.mark.parametrize("channel", ["email", "sms"])
+async def test_expired_claims_that_never_reached_the_provider_go_back_to_pending_and_out_at_once(
+    channel: Channel,
+) -> None:
+    store = FakeScheduleStore(unstarted=[7, 8, 9], expired=[5])
+    publisher = FakePublisher()
+    report = await scheduler(store, publisher, channel=channel).tick()
+    assert publisher.batches == [(channel, [7, 8]), (channel, [9])]
+    assert ("mark_enqueued", [7, 8]) in store.calls
+    assert ("mark_enqueued", [9]) in store.calls
+    assert store.unqueued == []
+    assert {job: store.states[job] for job in (7, 8, 9)} == dict.fromkeys((7, 8, 9), JobState.PENDING)
+    # Email's marked expired job is indeterminate; SMS leaves it for the reaper that asks Twilio.
+    assert report.reaped == (4 if channel == "email" else 3)
+    assert store.states.get(5) == (JobState.INDETERMINATE if channel == "email" else None)
+
+
+async def test_unstarted_claims_of_a_paused_channel_wait_unpublished_for_its_resume() -> None:
+    store = FakeScheduleStore(unstarted=[7])
+    publisher = FakePublisher()
+    running = Scheduler(
+        store, publisher, "email", batch_size=2, grace_seconds=7.0, interval=0.01, paused=lambda: True
+    )
+    await running.tick()
+    assert publisher.batches == []
+    assert store.states == {7: JobState.PENDING}
+    assert store.unqueued == [7]
 
 
 async def test_sms_expired_jobs_are_left_alone_until_the_provider_can_be_asked() -> None:

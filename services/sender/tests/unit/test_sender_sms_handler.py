@@ -62,10 +62,15 @@ class FakeJobStore:
     def __init__(self, *jobs: ClaimedJob) -> None:
         self.jobs = {job.job_id: job for job in jobs}
         self.records: list[AttemptRecord] = []
+        self.marked: list[int] = []  # provider-call marks, in order
 
     async def claim(self, job_id: int, lease_seconds: int) -> ClaimedJob | NotClaimable:
         job = self.jobs.pop(job_id, None)
         return job if job is not None else NotClaimable(job_id)
+
+    async def mark_provider_call(self, job: ClaimedJob) -> bool:
+        self.marked.append(job.job_id)
+        return True
 
     async def record(self, record: AttemptRecord) -> bool:
         self.records.append(record)
@@ -461,6 +466,9 @@ class IdleScheduleStore:
     async def publish_unqueued(
         self, channel: str, limit: int, grace_seconds: float, publish: Any
     ) -> list[int]:
+        return []
+
+    async def reap_unstarted(self, channel: str, limit: int) -> list[int]:
         return []
 
     async def reap_expired(self, channel: str, state: JobState, limit: int) -> list[int]:

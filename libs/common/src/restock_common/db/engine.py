@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+import contextlib
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar, cast
 
-from piccolo.engine.postgres import PostgresEngine
+from piccolo.engine.base import Engine
+from piccolo.engine.postgres import PostgresEngine, PostgresTransaction
 
 from restock_common.db.tables import ALL_TABLES
 from restock_common.settings import Settings
@@ -43,6 +45,62 @@ async def isolated(operation: Coroutine[Any, Any, T]) -> T:
     tick until restarted). In a task of its own, such a leak ends with the iteration.
     """
     return await asyncio.ensure_future(operation)
+
+
+@contextlib.asynccontextmanager
+async def transaction(engine: Engine[Any]) -> AsyncIterator[PostgresTransaction]:
+    """``engine.transaction()``, safe when the connection dies under it.
+
+    When PostgreSQL drops the connection (a failover, ``pg_terminate_backend``), Piccolo's transaction
+    fails in its ``BEGIN``, ``COMMIT`` or ``ROLLBACK`` before it gives the connection back to the pool and
+    resets its context variable: the pool is one connection short for good (a few failovers and every
+    acquire waits forever), and every later query of the task runs on the dead connection. Here the
+    failed transaction's connection is terminated, released, and the context variable reset, then the
+    error goes on to the caller (``retry_on_connection_loss`` tries again on a fresh connection).
+    """
+    postgres = cast(PostgresEngine, engine)  # a table's ``_meta.db`` is typed as any engine; ours is this
+    started = postgres.transaction()
+    try:
+        entered = await started.__aenter__()
+    except BaseException:
+        await _discard(postgres, started)
+        raise
+    try:
+        yield entered
+    except BaseException as error:
+        await _exit(postgres, started, error)
+        raise
+    await _exit(postgres, started, None)
+
+
+async def _exit(engine: PostgresEngine, started: PostgresTransaction, error: BaseException | None) -> None:
+    try:
+        if error is None:
+            await started.__aexit__(None, None, None)
+        else:
+            await started.__aexit__(type(error), error, error.__traceback__)
+    except BaseException:
+        await _discard(engine, started)
+        raise
+
+
+async def _discard(engine: PostgresEngine, started: PostgresTransaction) -> None:
+    """What Piccolo's ``__aexit__`` did not get to: a nested transaction owns nothing of its own."""
+    if started._parent is not None:
+        return
+    context = getattr(started, "context", None)
+    if context is not None:
+        with contextlib.suppress(ValueError, RuntimeError):  # already reset
+            engine.current_transaction.reset(context)
+    connection = getattr(started, "connection", None)
+    if connection is not None:
+        # Dead, or alive mid-transaction: never handed out again. Either step fails harmlessly when a
+        # partial exit already gave the connection back.
+        with contextlib.suppress(Exception):
+            connection.terminate()
+        if engine.pool is not None:
+            with contextlib.suppress(Exception):
+                await engine.pool.release(connection)
 
 
 # A connection a dead transaction never gave back would make ``Pool.close()`` wait forever, and a graceful

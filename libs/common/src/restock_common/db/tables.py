@@ -182,6 +182,9 @@ class NotificationJob(Table, tablename="notification_jobs"):
     attempt = Integer(default=0)
     next_attempt_at = Timestamptz(null=True, default=None)
     lease_until = Timestamptz(null=True, default=None)
+    # Set (committed) right before the provider is called, cleared by each claim: a lease that expires
+    # without it proves the attempt never reached the provider, so the job is simply sent again (ADR 21).
+    provider_called_at = Timestamptz(null=True, default=None)
     priority_at = Timestamptz()  # the subscription time: FIFO fairness
     template = ForeignKey(references=Template, null=True, default=None)
     template_version = Integer(null=True, default=None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from restock_common.db.engine import transaction
 from restock_common.db.tables import AuditLog, Tenant
 
 
@@ -40,7 +41,7 @@ class PiccoloShopRegistry:
     async def remove(self, shop_domain: str, actor: str) -> bool:
         # Every table references tenants ON DELETE CASCADE, so one DELETE removes the shop's data; the audit
         # row outlives it (tenant NULL) and names the shop and the ids it had.
-        async with Tenant._meta.db.transaction():
+        async with transaction(Tenant._meta.db):
             rows = await Tenant.raw("DELETE FROM tenants WHERE shop_domain = {} RETURNING id", shop_domain)
             if rows:
                 await AuditLog.insert(

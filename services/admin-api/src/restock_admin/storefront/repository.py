@@ -9,6 +9,7 @@ from restock_admin.consent import Change, Event, State, Step, step
 from restock_admin.storefront.ports import PendingElsewhere, ShopContext, StoredSubscription, Subscribed
 from restock_admin.storefront.signup import Signup
 from restock_common import messages, topology
+from restock_common.db.engine import transaction
 from restock_common.db.tables import Subscription
 from restock_common.rules import decode_rules
 
@@ -103,7 +104,7 @@ class PiccoloSubscriptionStore:
     """Subscriptions, consent events and confirmation requests, written together."""
 
     async def subscribe(self, signup: Signup) -> Subscribed | PendingElsewhere:
-        async with Subscription._meta.db.transaction():
+        async with transaction(Subscription._meta.db):
             await Subscription.raw(_LOCK_CONTACT, signup.contact_hash, signup.tenant_id)
             rows = await Subscription.raw(
                 _CONTACT_ROWS, signup.tenant_id, signup.contact_hash, signup.channel

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from restock_admin.twilio.receipts import Receipt, supersedes
+from restock_common.db.engine import transaction
 from restock_common.db.tables import NotificationLog
 
 _LOCK = """
@@ -26,7 +27,7 @@ class PiccoloDeliveryReceipts:
     """Receipts on ``notification_logs`` (by ``provider_message_id``)."""
 
     async def record(self, receipt: Receipt, error_kind: str | None, now: datetime) -> list[int] | None:
-        async with NotificationLog._meta.db.transaction():
+        async with transaction(NotificationLog._meta.db):
             rows = await NotificationLog.raw(_LOCK, receipt.message_sid)
             if not rows:
                 return None

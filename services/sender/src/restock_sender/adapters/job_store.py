@@ -14,6 +14,7 @@ from typing import Any
 
 from piccolo.engine.postgres import PostgresEngine
 
+from restock_common.db.engine import transaction
 from restock_common.db.retry import retry_on_connection_loss
 from restock_common.db.tables import NotificationJob, NotificationLog, Subscription
 from restock_common.rules import decode_rules
@@ -24,7 +25,7 @@ _CLAIM = """
 WITH claimed AS (
     UPDATE notification_jobs
        SET state = {}, attempt = attempt + 1, lease_until = now() + {}::int * interval '1 second',
-           updated_at = now()
+           provider_called_at = NULL, updated_at = now()
      WHERE id = {} AND state = {}
  RETURNING id, tenant, subscription, variant_id, channel, notification_key, attempt, traceparent, template,
            enqueued_at
@@ -62,8 +63,18 @@ VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}::jsonb, {}, C
 _RELEASE = """
 UPDATE notification_jobs
    SET state = {}, attempt = attempt - 1, lease_until = NULL, enqueued_at = NULL, decision = 'released',
-       updated_at = now()
+       provider_called_at = NULL, updated_at = now()
  WHERE id = {} AND state = 'processing' AND attempt = {}
+RETURNING id
+"""
+
+# The provider-call mark (ADR 21), only on this claimed attempt while its lease runs: once the lease has
+# expired the reaper may be sending the job back (or already did), and the attempt must not call the provider.
+# Idempotent (COALESCE), so a try whose answer was lost with its connection can be run again.
+_MARK_PROVIDER_CALL = """
+UPDATE notification_jobs
+   SET provider_called_at = COALESCE(provider_called_at, now())
+ WHERE id = {} AND state = 'processing' AND attempt = {} AND lease_until > now()
 RETURNING id
 """
 
@@ -144,6 +155,13 @@ class PiccoloJobStore:
         )
         return bool(rows)
 
+    async def mark_provider_call(self, job: ClaimedJob) -> bool:
+        rows = await retry_on_connection_loss(
+            lambda _: NotificationJob.raw(_MARK_PROVIDER_CALL, job.job_id, job.attempt),
+            what="mark provider call",
+        )
+        return bool(rows)
+
     async def record(self, record: AttemptRecord) -> bool:
         # The provider's answer is in memory only: a lost connection must not turn it into an indeterminate
         # job (restock_common.db.retry).
@@ -161,7 +179,7 @@ class PiccoloJobStore:
             )
             if done:
                 return bool(done[0]["applied"])
-        async with self.engine.transaction():
+        async with transaction(self.engine):
             updated = await NotificationJob.raw(
                 _RECORD_JOB,
                 record.state.value,

@@ -12,6 +12,7 @@ from typing import Any
 
 from piccolo.engine.postgres import PostgresEngine
 
+from restock_common.db.engine import transaction
 from restock_common.db.tables import NotificationJob, Subscription
 from restock_sender.adapters.job_store import _claimed  # the claim's row -> ClaimedJob mapping, defined once
 from restock_sender.delivery import Event, JobState, next_state
@@ -30,7 +31,7 @@ SELECT j.id, j.tenant, j.subscription, j.variant_id, j.channel, j.notification_k
   JOIN subscriptions s ON s.id = j.subscription
   JOIN tenants t ON t.id = j.tenant
   LEFT JOIN rules r ON r.tenant = j.tenant
- WHERE j.channel = 'sms' AND j.state = {} AND j.lease_until < now()
+ WHERE j.channel = 'sms' AND j.state = {} AND j.lease_until < now() AND j.provider_called_at IS NOT NULL
  ORDER BY j.lease_until, j.id
  LIMIT {}
 """
@@ -41,7 +42,7 @@ WITH resolved AS (
        SET state = {}, decision = {}, lease_until = NULL, updated_at = now(),
            sent_at = CASE WHEN {} THEN now() ELSE sent_at END,
            enqueued_at = CASE WHEN {} THEN NULL ELSE enqueued_at END
-     WHERE id = {} AND state = {} AND attempt = {} AND lease_until < now()
+     WHERE id = {} AND state = {} AND attempt = {} AND lease_until < now() AND provider_called_at IS NOT NULL
     RETURNING id, tenant, attempt, channel, traceparent
 )
 INSERT INTO notification_logs (tenant, job, attempt, channel, outcome, provider, provider_message_id,
@@ -81,7 +82,7 @@ class PiccoloLeaseStore:
         job = expired.job
         state = next_state(job.state, event)
         sent = state is JobState.SENT
-        async with self.engine.transaction():
+        async with transaction(self.engine):
             rows = await NotificationJob.raw(
                 _RESOLVE,
                 state.value,

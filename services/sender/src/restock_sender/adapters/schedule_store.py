@@ -17,11 +17,14 @@ from typing import Any
 
 from piccolo.engine.postgres import PostgresEngine
 
+from restock_common.db.engine import transaction
 from restock_common.db.tables import NotificationJob
 from restock_common.replay import REPLAYED_DECISION
 from restock_sender.delivery import (
     LEASE_EXPIRED_DECISION,
     LEASE_EXPIRED_DETAIL,
+    LEASE_UNSTARTED_DECISION,
+    LEASE_UNSTARTED_DETAIL,
     Event,
     JobState,
     next_state,
@@ -70,11 +73,11 @@ UPDATE notification_jobs j
 RETURNING j.id, j.priority_at
 """
 
-# The log row says what is known: an attempt started and its outcome was never recorded.
+# The log row says what is known: an attempt reached the provider call and its outcome was never recorded.
 _REAP_EXPIRED = """
 WITH expired AS (
     SELECT id FROM notification_jobs
-     WHERE channel = {} AND state = {} AND lease_until < now()
+     WHERE channel = {} AND state = {} AND lease_until < now() AND provider_called_at IS NOT NULL
      ORDER BY lease_until, id
      LIMIT {}
        FOR UPDATE SKIP LOCKED
@@ -93,6 +96,31 @@ SELECT tenant, id, attempt, channel, {}, {}, NULL, {}, jsonb_build_object(), spl
 RETURNING job
 """
 
+# A lease that ended before the provider call was marked (ADR 21): nothing was sent, the job goes back to
+# pending, unpublished (the scheduler publishes it at once), and the log row says why.
+_REAP_UNSTARTED = """
+WITH expired AS (
+    SELECT id FROM notification_jobs
+     WHERE channel = {} AND state = {} AND lease_until < now() AND provider_called_at IS NULL
+     ORDER BY lease_until, id
+     LIMIT {}
+       FOR UPDATE SKIP LOCKED
+), reaped AS (
+    UPDATE notification_jobs j
+       SET state = {}, decision = {}, lease_until = NULL, enqueued_at = NULL, updated_at = now()
+      FROM expired
+     WHERE j.id = expired.id
+    RETURNING j.id, j.tenant, j.attempt, j.channel, j.traceparent, j.priority_at
+), logged AS (
+    INSERT INTO notification_logs (tenant, job, attempt, channel, outcome, provider, error_kind, error_detail,
+        variables, trace_id, started_at, finished_at)
+    SELECT tenant, id, attempt, channel, {}, {}, NULL, {}, jsonb_build_object(),
+           split_part(traceparent, '-', 2), now(), now()
+      FROM reaped
+)
+SELECT id, priority_at FROM reaped
+"""
+
 _PROVIDERS = {"email": "smtp", "sms": "twilio"}
 
 
@@ -107,7 +135,7 @@ class PiccoloScheduleStore:
         self.engine = engine
 
     async def _publish_in_transaction(self, publish: PublishJobs, query: str, *args: Any) -> list[int]:
-        async with self.engine.transaction():
+        async with transaction(self.engine):
             job_ids = _fifo(await NotificationJob.raw(query, *args))
             if job_ids:
                 await publish(job_ids)
@@ -134,6 +162,21 @@ class PiccoloScheduleStore:
             grace_seconds,
             limit,
         )
+
+    async def reap_unstarted(self, channel: str, limit: int) -> list[int]:
+        pending = next_state(JobState.PROCESSING, Event.NOT_SENT)
+        rows = await NotificationJob.raw(
+            _REAP_UNSTARTED,
+            channel,
+            JobState.PROCESSING.value,
+            limit,
+            pending.value,
+            LEASE_UNSTARTED_DECISION,
+            pending.value,
+            _PROVIDERS.get(channel, channel),
+            LEASE_UNSTARTED_DETAIL,
+        )
+        return _fifo(rows)
 
     async def reap_expired(self, channel: str, state: JobState, limit: int) -> list[int]:
         rows = await NotificationJob.raw(

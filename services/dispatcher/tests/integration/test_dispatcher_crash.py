@@ -205,7 +205,12 @@ async def test_killed_between_wave_release_and_publish_then_restarted(
     released = await pending_ids()
     assert len(released) == 12
     wave_1 = [job_id for batch in await email_queue() for job_id in batch.job_ids]
-    assert len(wave_1) == 6  # wave 1 went out with the restock
+    # Wave 1 went out with the restock. On a loaded machine the timer's wave 2 (due 1 s later) can commit
+    # before the restock's publish, which takes every pending unpublished job of the event: some of wave 2
+    # then went out with it, and only the rest is stranded. Either way, each job once (asserted below).
+    assert len(wave_1) >= 6
+    assert len(set(wave_1)) == len(wave_1)
+    assert set(wave_1) <= set(released)
 
     restarted = start(test_env, log)
     try:

@@ -16,7 +16,7 @@ from piccolo.engine.postgres import PostgresEngine
 
 from restock_common.db.engine import transaction
 from restock_common.db.retry import retry_on_connection_loss
-from restock_common.db.tables import NotificationJob, NotificationLog, Subscription
+from restock_common.db.tables import NotificationJob, Subscription
 from restock_common.rules import decode_rules
 from restock_sender.delivery import Event, JobState, RetryPolicy, next_state
 from restock_sender.ports import AttemptRecord, ClaimedJob, NotClaimable
@@ -42,20 +42,29 @@ SELECT c.id, c.tenant, c.subscription, c.variant_id, c.channel, c.notification_k
   LEFT JOIN rules r ON r.tenant = c.tenant
 """
 
-_RECORD_JOB = """
-UPDATE notification_jobs
-   SET state = {}, lease_until = NULL, next_attempt_at = {}, decision = {}, last_error_kind = {},
-       last_error = {}, sent_at = CASE WHEN {} THEN now() ELSE sent_at END,
-       template_version = COALESCE({}, template_version), updated_at = now()
- WHERE id = {} AND state = {}
-RETURNING id
-"""
-
-_LOG = """
-INSERT INTO notification_logs (tenant, job, attempt, channel, outcome, provider, provider_message_id,
-    provider_response, error_kind, error_code, error_detail, template, template_name, template_version,
-    variables, trace_id, started_at, finished_at, segments)
-VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}::jsonb, {}, COALESCE({}, now()), now(), {})
+# An attempt's record in one statement, so one round trip (a sender keeps its email sends between the
+# provider-call mark and this record few, ADR 21, so its cost is paid per message): the job's new state
+# (only if still processing: a job whose lease was taken over is not overwritten, but its attempt is still
+# logged), the log row, and on ``sent`` the subscription's counters. ``updated``: whether the job moved.
+_RECORD = """
+WITH job AS (
+    UPDATE notification_jobs
+       SET state = {}, lease_until = NULL, next_attempt_at = {}, decision = {}, last_error_kind = {},
+           last_error = {}, sent_at = CASE WHEN {} THEN now() ELSE sent_at END,
+           template_version = COALESCE({}, template_version), updated_at = now()
+     WHERE id = {} AND state = {}
+    RETURNING id, subscription, state
+), logged AS (
+    INSERT INTO notification_logs (tenant, job, attempt, channel, outcome, provider, provider_message_id,
+        provider_response, error_kind, error_code, error_detail, template, template_name, template_version,
+        variables, trace_id, started_at, finished_at, segments)
+    VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}::jsonb, {}, COALESCE({}, now()), now(),
+            {})
+), notified AS (
+    UPDATE subscriptions SET notified_count = notified_count + 1, last_notified_at = now()
+     WHERE id IN (SELECT subscription FROM job WHERE state = 'sent')
+)
+SELECT count(*) AS updated FROM job
 """
 
 # A claim given back before the provider was called: the attempt is not counted, and ``enqueued_at`` is
@@ -99,10 +108,6 @@ SELECT tenant, id, 'unsubscribed', 'provider',
        jsonb_build_object('job_id', {}::bigint, 'error_code', {}::text)
   FROM unsubscribed
 """
-
-_NOTIFIED = (
-    "UPDATE subscriptions SET notified_count = notified_count + 1, last_notified_at = now() WHERE id = {}"
-)
 
 _CLAIMED_STATE = next_state(JobState.PENDING, Event.CLAIM)
 
@@ -179,42 +184,40 @@ class PiccoloJobStore:
             )
             if done:
                 return bool(done[0]["applied"])
-        async with transaction(self.engine):
-            updated = await NotificationJob.raw(
-                _RECORD_JOB,
-                record.state.value,
-                record.next_attempt_at,
-                record.decision,
-                record.error_kind,
-                record.error_detail,
-                record.state is JobState.SENT,
-                template.version if template else None,
-                job.job_id,
-                job.state.value,
-            )
-            await NotificationLog.raw(
-                _LOG,
-                job.tenant_id,
-                job.job_id,
-                job.attempt,
-                job.channel,
-                record.state.value,
-                record.provider or "",
-                record.receipt.message_id if record.receipt else None,
-                record.receipt.response if record.receipt else None,
-                record.error_kind,
-                record.error_code,
-                record.error_detail,
-                template.template_id if template else None,
-                template.name if template else None,
-                template.version if template else None,
-                json.dumps(dict(record.variables), default=str),
-                record.trace_id,
-                record.started_at,
-                record.segments,
-            )
-            if record.opted_out_at_provider:
-                await Subscription.raw(_PROVIDER_OPT_OUT, job.subscription_id, job.job_id, record.error_code)
-            if updated and record.state is JobState.SENT:
-                await Subscription.raw(_NOTIFIED, job.subscription_id)
-        return bool(updated)
+        statement = NotificationJob.raw(
+            _RECORD,
+            record.state.value,
+            record.next_attempt_at,
+            record.decision,
+            record.error_kind,
+            record.error_detail,
+            record.state is JobState.SENT,
+            template.version if template else None,
+            job.job_id,
+            job.state.value,
+            job.tenant_id,
+            job.job_id,
+            job.attempt,
+            job.channel,
+            record.state.value,
+            record.provider or "",
+            record.receipt.message_id if record.receipt else None,
+            record.receipt.response if record.receipt else None,
+            record.error_kind,
+            record.error_code,
+            record.error_detail,
+            template.template_id if template else None,
+            template.name if template else None,
+            template.version if template else None,
+            json.dumps(dict(record.variables), default=str),
+            record.trace_id,
+            record.started_at,
+            record.segments,
+        )
+        if not record.opted_out_at_provider:
+            [row] = await statement
+            return bool(row["updated"])
+        async with transaction(self.engine):  # rare (Twilio 21610): the unsubscribe commits with the record
+            [row] = await statement
+            await Subscription.raw(_PROVIDER_OPT_OUT, job.subscription_id, job.job_id, record.error_code)
+        return bool(row["updated"])

@@ -211,6 +211,10 @@ class JobHandler:
                 error_detail=str(error),
                 template=template,
             )
+        try:
+            send = self.outbound.prepare(job, rendered, unsubscribe_url)
+        except ProviderError as error:  # refused before any call (an invalid number, say)
+            return await self._failed(job, error, started, variables, template)
         await _until_reserved_instant()
         # From the mark to the record, a crash leaves the outcome unknown: this process keeps at most
         # ``unconfirmed_sends`` jobs there (email; ADR 21), so a crash leaves no more indeterminate jobs.
@@ -223,7 +227,7 @@ class JobHandler:
             self.faults.reach("before_provider_call")
             progress.provider_called = True
             try:
-                sent = await self.outbound.send(job, rendered, unsubscribe_url)
+                sent = await send()
             except ProviderError as error:
                 return await self._failed(job, error, started, variables, template)
             self.faults.reach("after_provider_ok_before_commit")

@@ -15,7 +15,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -70,6 +71,9 @@ class Sent:
     segments: int | None = None
 
 
+Send = Callable[[], Awaitable[Sent]]  # a prepared message's provider call
+
+
 class Outbound(Protocol):
     """One channel's provider call."""
 
@@ -78,8 +82,10 @@ class Outbound(Protocol):
         """The provider's name in log rows (``smtp``, ``twilio``)."""
         ...
 
-    async def send(self, job: ClaimedJob, rendered: RenderedMessage, unsubscribe_url: str | None) -> Sent:
-        """Build the channel's message and send it; raises ``delivery.ProviderError``."""
+    def prepare(self, job: ClaimedJob, rendered: RenderedMessage, unsubscribe_url: str | None) -> Send:
+        """Build the channel's message now, before the provider-call mark (raises
+        ``delivery.ProviderError`` when it cannot be built: nothing is sent); the returned call sends it
+        (raises ``delivery.ProviderError``). Only the call sits in the window a crash leaves unknown."""
         ...
 
 
@@ -91,7 +97,7 @@ class EmailOutbound:
     def __init__(self, email: EmailProvider) -> None:
         self.email = email
 
-    async def send(self, job: ClaimedJob, rendered: RenderedMessage, unsubscribe_url: str | None) -> Sent:
+    def prepare(self, job: ClaimedJob, rendered: RenderedMessage, unsubscribe_url: str | None) -> Send:
         assert job.email is not None  # the handler's skip rule refused a job without an address
         message = EmailMessage(
             to=job.email,
@@ -103,7 +109,12 @@ class EmailOutbound:
             traceparent=current_traceparent(),
             list_unsubscribe=unsubscribe_url or None,
         )
-        return Sent(await self.email.send(message))
+        deliver = self.email.prepare(message)
+
+        async def send() -> Sent:
+            return Sent(await deliver())
+
+        return send
 
 
 class SmsOutbound:
@@ -121,7 +132,7 @@ class SmsOutbound:
         self.public = public
         self.clock = clock
 
-    async def send(self, job: ClaimedJob, rendered: RenderedMessage, unsubscribe_url: str | None) -> Sent:
+    def prepare(self, job: ClaimedJob, rendered: RenderedMessage, unsubscribe_url: str | None) -> Send:
         number = job.phone or ""
         if not sms.is_e164(number):
             raise ProviderError(
@@ -134,6 +145,9 @@ class SmsOutbound:
         body = sms.with_opt_out(rendered.text, job.sms_opt_out_text)
         callback = self.public.sms_status_callback(job.job_id, job.attempt) if self.public else None
         message = SmsMessage(number, body, job.notification_key, callback, current_traceparent())
+        return functools.partial(self._send, message)
+
+    async def _send(self, message: SmsMessage) -> Sent:
         started = self.clock()
         try:
             receipt = await self.sms.send(message)
@@ -141,7 +155,7 @@ class SmsOutbound:
             if error.kind not in ("timeout", "connection"):
                 raise
             receipt = await self._accepted_anyway(message, started, error)
-        return Sent(receipt, sms.segments(body).segments)
+        return Sent(receipt, sms.segments(message.body).segments)
 
     async def _accepted_anyway(
         self, message: SmsMessage, started: datetime, error: ProviderError

@@ -156,6 +156,11 @@ class EmailProvider(Protocol):
         """Deliver to the provider and return its receipt."""
         ...
 
+    def prepare(self, message: EmailMessage) -> Callable[[], Awaitable[ProviderReceipt]]:
+        """Compose the message now (raises ``ProviderError`` when it cannot be); the returned call delivers
+        it. ``send`` in two steps, so the composing stays out of the provider-call window (ADR 21)."""
+        ...
+
 
 class SmsProvider(Protocol):
     """Sends one SMS (raises ``delivery.ProviderError``) and lists what went to a number (the reaper)."""

@@ -4,7 +4,8 @@ a reserved wait holds no slot, and a saturated limit never delays another recipi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
@@ -148,6 +149,9 @@ class SlowProvider:
         self.delay = delay
         self.errors = dict(errors or {})
         self.sent: list[str] = []
+
+    def prepare(self, message: EmailMessage) -> Callable[[], Awaitable[ProviderReceipt]]:
+        return functools.partial(self.send, message)  # a subclass's ``send`` is the one prepared
 
     async def send(self, message: EmailMessage) -> ProviderReceipt:
         await asyncio.sleep(self.delay)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import functools
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -85,6 +86,9 @@ class FakeProvider:
     def __init__(self, errors: Mapping[str, ProviderError] | None = None) -> None:
         self.errors = dict(errors or {})
         self.sent: list[EmailMessage] = []
+
+    def prepare(self, message: EmailMessage) -> Callable[[], Awaitable[ProviderReceipt]]:
+        return functools.partial(self.send, message)  # a subclass's ``send`` is the one prepared
 
     async def send(self, message: EmailMessage) -> ProviderReceipt:
         if message.to in self.errors:
@@ -391,3 +395,28 @@ async def test_a_mark_that_lost_its_database_gives_the_claim_back_unsent() -> No
     assert provider.sent == []
     assert store.released == [1]
     assert "before_provider_call" not in faults.reached
+
+
+async def test_the_message_is_composed_before_the_mark_so_only_the_provider_call_is_serialised() -> None:
+    events: list[tuple[str, int]] = []
+
+    class Store(FakeJobStore):
+        async def mark_provider_call(self, job: ClaimedJob) -> bool:
+            events.append(("mark", job.job_id))
+            return await super().mark_provider_call(job)
+
+    class Composing(FakeProvider):
+        def prepare(self, message: EmailMessage) -> Callable[[], Awaitable[ProviderReceipt]]:
+            events.append(("compose", int(message.notification_key.split(":")[1]) - 10))
+            return super().prepare(message)
+
+    store = Store(*(claimed(i) for i in range(1, 4)))
+    batches = BatchHandler(
+        make_handler(store, Composing(), unconfirmed_sends=1),
+        "email",
+        concurrency=3,
+        faults=FaultPoints(None),
+    )
+    assert await batches(JobBatch(channel="email", job_ids=[1, 2, 3])) is Outcome.ACK
+    for job_id in (1, 2, 3):
+        assert events.index(("compose", job_id)) < events.index(("mark", job_id)), events

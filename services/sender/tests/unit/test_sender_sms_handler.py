@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -179,6 +181,7 @@ async def test_a_number_that_is_not_e164_is_refused_without_calling_twilio() -> 
     store, twilio = FakeJobStore(sms_job(phone="0612345678")), FakeTwilio()
     assert await sms_handler(store, twilio).handle(1) is JobState.FAILED_PERMANENT
     assert (store.records[0].error_code, twilio.sent) == ("21211", [])
+    assert store.marked == []  # refused while the message was built: the provider-call mark never came
 
 
 async def test_a_lost_answer_is_resolved_from_the_message_list() -> None:
@@ -308,6 +311,9 @@ class FakeEmail:
     def __init__(self, *errors: ProviderError) -> None:
         self.errors = list(errors)
         self.sent: list[EmailMessage] = []
+
+    def prepare(self, message: EmailMessage) -> Callable[[], Awaitable[ProviderReceipt]]:
+        return functools.partial(self.send, message)  # a subclass's ``send`` is the one prepared
 
     async def send(self, message: EmailMessage) -> ProviderReceipt:
         if self.errors:

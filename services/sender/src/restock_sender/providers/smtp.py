@@ -11,9 +11,10 @@ is recognisable at any peer, and the ``traceparent`` header carries the job's tr
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.message import EmailMessage as MimeMessage
 from email.utils import formatdate, parseaddr
@@ -113,13 +114,19 @@ class SmtpProvider:
             self._idle.put_nowait(_Session(client))
 
     async def send(self, message: EmailMessage) -> ProviderReceipt:
+        return await self.prepare(message)()
+
+    def prepare(self, message: EmailMessage) -> Callable[[], Awaitable[ProviderReceipt]]:
         try:
             mime = compose(message, self.sender)
         except (ValueError, TypeError) as error:
             raise ProviderError("protocol", "5.6.0", f"message could not be composed: {error}") from None
+        return functools.partial(self._deliver, mime, message.to)
+
+    async def _deliver(self, mime: MimeMessage, recipient: str) -> ProviderReceipt:
         session = await self._idle.get()
         try:
-            response = await self._send(session, mime, message.to)
+            response = await self._send(session, mime, recipient)
         finally:
             self._idle.put_nowait(session)
         return ProviderReceipt(PROVIDER, str(mime["Message-ID"]), response)

@@ -82,21 +82,23 @@ class Scheduler:
     async def _publish(self, job_ids: list[int]) -> None:
         await self.publisher.publish(self.channel, job_ids)
 
-    async def _requeue(self) -> list[int]:
-        job_ids = await self.store.requeue_due(self.channel, self.batch_size)
-        if job_ids:
-            # Should this publish fail (or the process die), the jobs wait pending and unpublished: step 2.
-            await self._publish(job_ids)
-            await self.store.mark_enqueued(job_ids)
-        return job_ids
-
-    async def _resend_unstarted(self) -> list[int]:
-        """Expired claims that never reached the provider call (ADR 21) go back to pending and out again;
-        while paused (or should the publish fail) step 2 publishes them later."""
-        job_ids = await self.store.reap_unstarted(self.channel, self.batch_size)
+    async def _send_out(self, job_ids: list[int]) -> None:
+        """Publish jobs already committed ``pending`` and unpublished, then mark them enqueued once the
+        broker confirmed. Should the publish fail (or the process die), or the channel be paused, they wait
+        pending and unpublished for step 2."""
         if job_ids and not self.paused():
             await self._publish(job_ids)
             await self.store.mark_enqueued(job_ids)
+
+    async def _requeue(self) -> list[int]:
+        job_ids = await self.store.requeue_due(self.channel, self.batch_size)
+        await self._send_out(job_ids)
+        return job_ids
+
+    async def _resend_unstarted(self) -> list[int]:
+        """Expired claims that never reached the provider call (ADR 21) go back to pending and out again."""
+        job_ids = await self.store.reap_unstarted(self.channel, self.batch_size)
+        await self._send_out(job_ids)
         return job_ids
 
     async def tick(self) -> TickReport:
@@ -124,9 +126,7 @@ class Scheduler:
         """One pass (a job Twilio could not be asked about is asked again next tick, not in a loop); the jobs
         sent back to pending are published like retries (or by step 2 when this publish fails)."""
         resolution = await reaper.reap(self.batch_size)
-        if resolution.resend and not self.paused():
-            await self._publish(resolution.resend)
-            await self.store.mark_enqueued(resolution.resend)
+        await self._send_out(resolution.resend)
         return len(resolution.sent) + len(resolution.resend)
 
     async def _drain(self, step: _Step) -> int:

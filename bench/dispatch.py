@@ -6,8 +6,9 @@ under a variant id of its own in Redis db ``RESTOCK_BENCH_REDIS_DB`` (its keys d
 1. A shop and 100,000 confirmed subscriptions of one variant, seeded with one ``generate_series`` insert.
 2. The real dispatcher (``python -m restock_dispatcher``, a subprocess) consumes one ``restock.detected``
    for that variant. Measured: from publishing the event to the later of the last job id arriving on
-   ``jobs.email`` (a consumer in this process) and no job of the event left without ``enqueued_at``
-   committed; the broker hops of the event and of the last batch are inside the figure. Then the
+   ``jobs.email`` (a consumer in this process) and the event's publish cursor committed at its end
+   (``published_at``, ADR 24), no job left without ``enqueued_at``; the broker hops of the event and of
+   the last batch are inside the figure. Then the
    database is checked: 100,000 jobs, every one ``enqueued_at``.
 3. The baseline, in the same run and vhost: 100,000 individual persistent messages (one job id each)
    published with aio-pika, each awaiting its publisher confirm, as a per-message dispatcher would.
@@ -194,26 +195,28 @@ async def fanout(env: dict[str, str], event: RestockDetected, targets: int) -> f
         finally:
             await broker.close()
         await asyncio.wait_for(done.wait(), FANOUT_TIMEOUT_S)
-        # The last page's marks commit just after its confirms: the fan-out ends when they have.
-        committed_at = await all_marked(env["RESTOCK_DATABASE_URL"], event.restock_event_id)
+        # The last page's cursor commits just after its confirms: the fan-out ends when it has.
+        committed_at = await all_published(env["RESTOCK_DATABASE_URL"], event.restock_event_id)
         await queue.purge()
     finally:
         await connection.close()
     return max(last_at, committed_at) - started
 
 
-async def all_marked(database_url: str, event_id: int) -> float:
-    """When no job of the event is left pending without ``enqueued_at`` (polled every 10 ms)."""
+async def all_published(database_url: str, event_id: int) -> float:
+    """When the event's publish cursor reached its end (``published_at``; ADR 24) and no job of the event is
+    left pending without ``enqueued_at`` (polled every 10 ms)."""
     connection = await asyncpg.connect(database_url)
     try:
         deadline = time.monotonic() + FANOUT_TIMEOUT_S
         while await connection.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM notification_jobs WHERE restock_event = $1 AND state = 'pending'"
+            "SELECT EXISTS (SELECT 1 FROM restock_events WHERE id = $1 AND published_at IS NULL)"
+            " OR EXISTS (SELECT 1 FROM notification_jobs WHERE restock_event = $1 AND state = 'pending'"
             " AND enqueued_at IS NULL)",
             event_id,
         ):
             if time.monotonic() > deadline:
-                raise RuntimeError("jobs left unmarked")
+                raise RuntimeError("event left unpublished")
             await asyncio.sleep(0.01)
         return time.perf_counter()
     finally:

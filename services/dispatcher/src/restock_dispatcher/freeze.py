@@ -36,7 +36,16 @@ from restock_common.messages import Channel
 from restock_common.rules import Rules, decode_rules
 from restock_common.templating import ALERT_TEMPLATE
 from restock_dispatcher import dedup
-from restock_dispatcher.ports import Cursor, EventMissing, FastDedup, Frozen, Fulfilled, Page, Publish
+from restock_dispatcher.ports import (
+    Cursor,
+    EventMissing,
+    FastDedup,
+    Frozen,
+    Fulfilled,
+    Page,
+    Publish,
+    PublishByChannel,
+)
 from restock_dispatcher.wave_store import PiccoloWaveStore
 
 TEMPLATE_NAME = ALERT_TEMPLATE  # the template a restock alert renders (the admin edits its versions)
@@ -83,7 +92,7 @@ _NEXT_TARGETS = (
 _KEY = notification_key_sql("s.variant_id", "s.id", "{}::bigint")
 _COLUMNS = (
     "notification_jobs (tenant, restock_event, subscription, variant_id, channel, notification_key, state,"
-    " decision, template, template_version, priority_at, traceparent, created_at, updated_at)"
+    " decision, template, template_version, priority_at, traceparent, created_at, updated_at, enqueued_at)"
 )
 # Each page's statements get a plan for their actual ids and event: a generic plan (chosen by PostgreSQL
 # after a few executions of a prepared statement) is blind to how the table grows inside the freeze.
@@ -95,12 +104,13 @@ _TEMPLATE = (
     " AND t.locale IN (s.locale, 'en') ORDER BY t.locale = s.locale DESC, t.version DESC LIMIT 1) tpl ON true"
 )
 
-# Parameters: event, window, state, decision, traceparent, the ids to insert (targets of the page with no
-# row for this event yet: the caller knows them, so no anti-join over the event's rows is needed).
+# Parameters: event, window, state, decision, traceparent, whether the event's cursor publishes them, the ids
+# to insert (targets of the page with no row for this event yet: the caller knows them, so no anti-join over
+# the event's rows is needed). A job the event's cursor publishes is enqueued as it is written (ADR 24).
 _INSERT_JOBS = (
     f"WITH inserted AS (INSERT INTO {_COLUMNS}"
     f" SELECT s.tenant, {{}}::bigint, s.id, s.variant_id, s.channel, {_KEY}, {{}}::varchar, {{}}::varchar,"
-    " tpl.id, tpl.version, s.subscribed_at, {}::varchar, now(), now()"
+    " tpl.id, tpl.version, s.subscribed_at, {}::varchar, now(), now(), CASE WHEN {}::boolean THEN now() END"
     f" FROM subscriptions s {_TEMPLATE} WHERE s.id = ANY({{}}::bigint[])"
     " ORDER BY s.subscribed_at, s.id"
     " ON CONFLICT (notification_key) DO NOTHING RETURNING subscription"
@@ -114,7 +124,7 @@ _INSERT_SUPPRESSED = (
     " SELECT s.tenant, {}::bigint, s.id, s.variant_id, s.channel,"
     " h.notification_key || ':dup:' || {}::bigint::text,"
     f" '{dedup.DUPLICATE_STATE}', 'duplicate-of:' || h.id::text, NULL, NULL, s.subscribed_at, {{}}::varchar,"
-    " now(), now()"
+    " now(), now(), NULL"
     f" FROM subscriptions s JOIN notification_jobs h ON h.notification_key = {_KEY}"
     " WHERE s.id = ANY({}::bigint[])"
     " ORDER BY s.subscribed_at, s.id"
@@ -122,8 +132,35 @@ _INSERT_SUPPRESSED = (
     ") SELECT array_agg(subscription) AS ids FROM inserted"
 )
 
+# The event is published at once when its freeze made nothing pending (waves hold the line: the planner's
+# releases are published job by job) or nothing at all (parameters: count, published, event).
 _MARK_FROZEN = (
-    "UPDATE restock_events SET frozen_at = now(), target_count = {} WHERE id = {} AND frozen_at IS NULL"
+    "UPDATE restock_events SET frozen_at = now(), target_count = {},"
+    " published_at = CASE WHEN {}::boolean THEN now() END WHERE id = {} AND frozen_at IS NULL"
+)
+
+# The event's publish cursor, its row locked for the page: a second publisher of the event (a redelivery,
+# the sweeper) waits and carries on from where this page ends, so no page is published twice.
+_LOCK_PUBLISH = (
+    "SELECT published_at, published_through_at, published_through_id FROM restock_events"
+    " WHERE id = {} AND frozen_at IS NOT NULL FOR UPDATE"
+)
+# The jobs the freeze made pending, FIFO from the cursor on, still pending and never attempted (a job sent,
+# deferred by the sender or given back since has had its message). The (restock_event, state, priority_at)
+# index seeks to the cursor, so a page costs its own rows.
+_FROZEN = (
+    "SELECT id, channel, priority_at FROM notification_jobs WHERE restock_event = {} AND state = 'pending'"
+    " AND attempt = 0 AND decision IS NULL"
+)
+_FIRST_FROZEN = _FROZEN + " ORDER BY priority_at, id LIMIT {}"
+_NEXT_FROZEN = (
+    _FROZEN + " AND priority_at >= {} AND (priority_at, id) > ({}, {}) ORDER BY priority_at, id LIMIT {}"
+)
+_ADVANCE = "UPDATE restock_events SET published_through_at = {}, published_through_id = {} WHERE id = {}"
+_PUBLISHED = "UPDATE restock_events SET published_at = now() WHERE id = {}"
+_STALE_EVENTS = (
+    "SELECT id FROM restock_events WHERE published_at IS NULL AND frozen_at IS NOT NULL"
+    " AND frozen_at < now() - {}::float8 * interval '1 second' ORDER BY frozen_at, id LIMIT {}"
 )
 
 _MARK_ENQUEUED = "UPDATE notification_jobs SET enqueued_at = now() WHERE id = ANY({}::bigint[])"
@@ -206,7 +243,8 @@ class PiccoloTargetStore:
             await RestockEvent.raw(_CUSTOM_PLANS)
             await self._prepare_line(restock_event_id, event, rules)
             created, suppressed = await _EventFreeze(self, restock_event_id, event, rules, traceparent).run()
-            await RestockEvent.raw(_MARK_FROZEN, created + suppressed, restock_event_id)
+            nothing_pending = rules.waves_enabled or created == 0
+            await RestockEvent.raw(_MARK_FROZEN, created + suppressed, nothing_pending, restock_event_id)
             released = 0
             if rules.waves_enabled:
                 decision = await self.wave_store.plan_restock(
@@ -248,6 +286,35 @@ class PiccoloTargetStore:
         last = rows[-1]
         more = Cursor(last["priority_at"], last["id"]) if len(rows) == limit else None
         return Page(job_ids, more)
+
+    async def publish_frozen(
+        self, restock_event_id: int, limit: int, publish: PublishByChannel
+    ) -> int | None:
+        async with transaction(self.engine):
+            rows = await RestockEvent.raw(_LOCK_PUBLISH, restock_event_id)
+            if not rows or rows[0]["published_at"] is not None:
+                return None
+            await NotificationJob.raw(_CUSTOM_PLANS)
+            at, after = rows[0]["published_through_at"], rows[0]["published_through_id"]
+            if at is None:
+                jobs = await NotificationJob.raw(_FIRST_FROZEN, restock_event_id, limit)
+            else:
+                jobs = await NotificationJob.raw(_NEXT_FROZEN, restock_event_id, at, at, after, limit)
+            by_channel: dict[Channel, list[int]] = {}
+            for job in jobs:  # FIFO: the statement's own ORDER BY
+                by_channel.setdefault(job["channel"], []).append(job["id"])
+            if by_channel:
+                await publish(by_channel)
+            if len(jobs) < limit:
+                await RestockEvent.raw(_PUBLISHED, restock_event_id)
+            else:
+                last = jobs[-1]
+                await RestockEvent.raw(_ADVANCE, last["priority_at"], last["id"], restock_event_id)
+        return len(jobs)
+
+    async def stale_events(self, older_than_seconds: float, limit: int) -> list[int]:
+        rows = await RestockEvent.raw(_STALE_EVENTS, older_than_seconds, limit)
+        return [row["id"] for row in rows]
 
     async def mark_enqueued(self, job_ids: list[int]) -> None:
         await NotificationJob.raw(_MARK_ENQUEUED, job_ids)
@@ -366,6 +433,7 @@ class _EventFreeze:
             self.state,
             self.decision,
             self.traceparent,
+            self.state == JobState.PENDING.value,
             ids,
         )
         return set(rows[0]["ids"] or ())

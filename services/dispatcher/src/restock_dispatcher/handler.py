@@ -4,10 +4,12 @@ per channel.
 The freeze commits before anything is published, so a crash between the two loses nothing: the
 redelivered event freezes nothing new (a frozen event is never frozen again) and publishes every job still
 unpublished, and should the event never come back the publish sweeper (``sweeper``) publishes its jobs.
-Each batch is published with its rows locked and marked enqueued in the same transaction, so the handler,
-the wave timer and the sweeper never publish one job twice (a commit lost after the confirm aside, which
-the sender's compare-and-set claim makes harmless). The message is acked only after every batch was
-confirmed by the broker.
+The jobs a freeze makes pending are published by the event's cursor (ADR 24): a page at a time with the
+event's row locked, the cursor moved in the page's transaction after its confirms. Jobs made pending one
+by one later (a wave, a released line) are published with their rows locked and marked enqueued in the
+same transaction. Either way the handler, the wave timer and the sweeper never publish one job twice (a
+commit lost after the confirm aside, which the sender's compare-and-set claim makes harmless). The message
+is acked only after every batch was confirmed by the broker.
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from restock_common.broker import Outcome
 from restock_common.faults import FaultPoints
 from restock_common.messages import CHANNELS, Channel, JobBatch, RestockDetected
 from restock_common.telemetry import current_traceparent
-from restock_dispatcher.ports import BatchPublisher, Cursor, EventMissing, Publish, TargetStore
+from restock_dispatcher.ports import (
+    BatchPublisher,
+    Cursor,
+    EventMissing,
+    Publish,
+    SweepStore,
+    TargetStore,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +43,40 @@ BATCHES_PER_PAGE = 50
 async def publish_batch(publisher: BatchPublisher, channel: Channel, job_ids: list[int], origin: str) -> None:
     """Publish one batch of job ids; its message id (``origin:channel:first id``) is stable per batch."""
     await publisher.publish(JobBatch(channel=channel, job_ids=job_ids), f"{origin}:{channel}:{job_ids[0]}")
+
+
+async def publish_batches(
+    publisher: BatchPublisher, channel: Channel, job_ids: list[int], batch_size: int, origin: str
+) -> None:
+    """``job_ids`` (FIFO) in batches, started in order, so they reach the channel (and the queue) in that
+    order; the confirms are awaited together."""
+    batches = [job_ids[start : start + batch_size] for start in range(0, len(job_ids), batch_size)]
+    await asyncio.gather(*(publish_batch(publisher, channel, ids, origin) for ids in batches))
+
+
+async def publish_frozen_event(
+    store: TargetStore | SweepStore,
+    publisher: BatchPublisher,
+    event_id: int,
+    batch_size: int,
+    origin: str,
+    faults: FaultPoints,
+) -> int:
+    """Every job the event's freeze made pending and its cursor has not published yet; how many."""
+
+    async def send(by_channel: dict[Channel, list[int]]) -> None:
+        await asyncio.gather(
+            *(
+                publish_batches(publisher, channel, ids, batch_size, origin)
+                for channel, ids in by_channel.items()
+            )
+        )
+        faults.reach(FAULT_AFTER_CONFIRM)
+
+    published = 0
+    while (page := await store.publish_frozen(event_id, batch_size * BATCHES_PER_PAGE, send)) is not None:
+        published += page
+    return published
 
 
 class VariantPublisher:
@@ -62,7 +105,19 @@ class VariantPublisher:
         return total
 
     async def _publish_event(self, tenant_id: int, variant_id: int, event_id: int, origin: str) -> int:
-        total = 0
+        total = frozen = await publish_frozen_event(
+            self.store, self.publisher, event_id, self.batch_size, origin, self.faults
+        )
+        if frozen:
+            log.info(
+                "jobs published",
+                extra={
+                    "tenant_id": tenant_id,
+                    "variant_id": variant_id,
+                    "restock_event_id": event_id,
+                    "jobs": frozen,
+                },
+            )
         for channel in self.channels:
             published = await self._publish_channel(event_id, channel, origin)
             if published:
@@ -94,11 +149,7 @@ class VariantPublisher:
 
     def _sender(self, channel: Channel, origin: str) -> Publish:
         async def send(job_ids: list[int]) -> None:
-            # Started in FIFO order, so they reach the channel (and the queue) in that order; the confirms
-            # are awaited together.
-            size = self.batch_size
-            batches = [job_ids[start : start + size] for start in range(0, len(job_ids), size)]
-            await asyncio.gather(*(publish_batch(self.publisher, channel, ids, origin) for ids in batches))
+            await publish_batches(self.publisher, channel, job_ids, self.batch_size, origin)
             self.faults.reach(FAULT_AFTER_CONFIRM)
 
         return send

@@ -50,6 +50,8 @@ class Page:
 
 
 Publish = Callable[[list[int]], Awaitable[None]]
+# One page of an event's frozen jobs: the ids per channel, each list FIFO.
+PublishByChannel = Callable[[dict[Channel, list[int]]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,15 @@ class TargetStore(Protocol):
         mark them enqueued. Returns the ids published and where the next page starts."""
         ...
 
+    async def publish_frozen(
+        self, restock_event_id: int, limit: int, publish: PublishByChannel
+    ) -> int | None:
+        """In one transaction holding the event's row: the next ``limit`` jobs its freeze made pending
+        (after the event's publish cursor, FIFO, still pending and never attempted) are given to
+        ``publish``, then the cursor moves past them, or the event is marked published when fewer were
+        left. Returns how many were published, or None once the event is published (nothing to do)."""
+        ...
+
 
 class WaveStore(Protocol):
     """The wave planner's state (``wave_plans``) and the waiting jobs it releases."""
@@ -128,6 +139,17 @@ class SweepStore(Protocol):
         """In one transaction: lock (skipping rows another sweeper holds) up to ``limit`` pending,
         never-enqueued jobs on ``channel`` created more than ``older_than_seconds`` ago, FIFO; ``publish``
         their ids; mark them enqueued. Returns how many were published."""
+        ...
+
+    async def stale_events(self, older_than_seconds: float, limit: int) -> list[int]:
+        """Restock events frozen more than ``older_than_seconds`` ago whose publish never finished (the
+        dispatcher that froze them died and their message never came back), oldest first."""
+        ...
+
+    async def publish_frozen(
+        self, restock_event_id: int, limit: int, publish: PublishByChannel
+    ) -> int | None:
+        """As ``TargetStore.publish_frozen``."""
         ...
 
 

@@ -1,10 +1,12 @@
 """The publish sweeper: pending jobs frozen but never published get published, FIFO, in batches.
 
-A dispatcher that dies between its freeze commit and its last confirmed batch leaves pending jobs with no
-``enqueued_at``; the redelivered event publishes them, but an event that never comes back (dead-lettered,
-purged) would strand them. Every ``interval`` the sweeper takes such jobs older than ``after`` seconds
-(older than any live publish, so it does not race the handler) and publishes them with the handler's own
-batch code. Rows are locked with ``SKIP LOCKED``, so replicas sweep disjoint batches.
+A dispatcher that dies between its freeze commit and its last confirmed batch leaves a frozen event whose
+publish cursor never reached its end (ADR 24), or pending jobs with no ``enqueued_at`` (a wave's release);
+the redelivered event publishes them, but an event that never comes back (dead-lettered, purged) would
+strand them. Every ``interval`` the sweeper takes such events and jobs older than ``after`` seconds (older
+than any live publish, so it does not race the handler) and publishes them with the handler's own batch
+code. An event is carried on from its cursor under its row lock, so a sweeper and a late handler take turns
+by page; job rows are locked with ``SKIP LOCKED``, so replicas sweep disjoint batches.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from restock_common.db.engine import isolated
+from restock_common.faults import FaultPoints
 from restock_common.messages import CHANNELS, Channel
-from restock_dispatcher.handler import publish_batch
+from restock_dispatcher.handler import publish_batch, publish_frozen_event
 from restock_dispatcher.ports import BatchPublisher, SweepStore
 
 log = logging.getLogger(__name__)
+
+STALE_EVENTS_PER_READ = 20
 
 
 class PublishSweeper:
@@ -45,6 +50,11 @@ class PublishSweeper:
     async def sweep_once(self) -> int:
         """Publish every stale job there is now; how many were published."""
         total = 0
+        while events := await self.store.stale_events(self.after_seconds, STALE_EVENTS_PER_READ):
+            for event_id in events:
+                total += await publish_frozen_event(
+                    self.store, self.publisher, event_id, self.batch_size, "jobs:sweep", FaultPoints(None)
+                )
         for channel in self.channels:
             while True:
                 published = await self.store.sweep(

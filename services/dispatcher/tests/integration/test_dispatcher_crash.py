@@ -25,7 +25,7 @@ from restock_common.rules import Rules, encode_rules
 from restock_common.settings import Settings
 from restock_common.signatures import contact_hash
 from restock_dispatcher.app import declare_job_queues
-from restock_dispatcher.handler import FAULT_AFTER_COMMIT
+from restock_dispatcher.handler import BATCHES_PER_PAGE, FAULT_AFTER_COMMIT, FAULT_AFTER_CONFIRM
 from restock_dispatcher.wave_timer import FAULT_AFTER_RELEASE
 
 pytestmark = pytest.mark.integration
@@ -97,12 +97,12 @@ async def email_queue(broker: Broker, settings: Settings) -> AsyncIterator[Drain
     await channel.close()
 
 
-async def seed(rules: Rules) -> tuple[Tenant, list[int]]:
+async def seed(rules: Rules, targets: int = TARGETS) -> tuple[Tenant, list[int]]:
     tenant = Tenant(shop_domain="crash-shop.myshopify.com")
     await tenant.save()
     await Rule(tenant=tenant.id, body=encode_rules(rules)).save()
     ids = []
-    for n in range(TARGETS):
+    for n in range(targets):
         email = f"crash{n}@example.com"
         row = Subscription(
             tenant=tenant.id,
@@ -233,3 +233,38 @@ async def test_killed_between_wave_release_and_publish_then_restarted(
     await assert_one_job_per_target(targets)
     waves = await NotificationJob.select(NotificationJob.wave).where(NotificationJob.state == "pending")
     assert Counter(row["wave"] for row in waves) == {1: 6, 2: 6, 3: 6, 4: 6, 5: 6, 6: 6, 7: 4}
+
+
+async def test_killed_between_a_pages_confirms_and_its_cursor_commit_then_restarted(
+    clean_db: None, broker: Broker, test_env: dict[str, str], email_queue: Drain, tmp_path: Path
+) -> None:
+    """Waves off: the freeze's jobs go by the event's cursor (ADR 24), pages of BATCHES_PER_PAGE batches of
+    one job here. Killed once the second page's batches were confirmed, before its cursor committed: the
+    restarted dispatcher (the redelivered event) carries on from the first page's cursor. The second page
+    is on the broker twice (the sender's compare-and-set claim sends each job once), every other job
+    exactly once, and none is lost."""
+    targets = BATCHES_PER_PAGE * 2 + 20
+    tenant, subscriptions = await seed(Rules(), targets)
+    event = await detected(tenant, 5)
+    await broker.publish(event, topology.RESTOCK_DETECTED)
+    log = tmp_path / "dispatcher.log"
+
+    one_job_batches = {"RESTOCK_JOB_BATCH_SIZE": "1"}
+    crashed = start(test_env, log, RESTOCK_FAULT_POINT=f"{FAULT_AFTER_CONFIRM}@2", **one_job_batches)
+    assert await exited(crashed) == -signal.SIGKILL, log.read_text()[-3000:]
+    jobs = await pending_ids()
+    assert len(jobs) == targets
+    [row] = await RestockEvent.select().where(RestockEvent.id == event.restock_event_id)
+    assert row["published_at"] is None
+    assert row["published_through_id"] == jobs[BATCHES_PER_PAGE - 1]  # the first page committed
+
+    restarted = start(test_env, log, **one_job_batches)
+    try:
+        seen = await collect_until(email_queue, jobs)
+    finally:
+        assert await stop(restarted) == 0, log.read_text()[-3000:]
+    second_page = jobs[BATCHES_PER_PAGE : 2 * BATCHES_PER_PAGE]
+    assert seen == Counter(jobs) + Counter(second_page)
+    [row] = await RestockEvent.select().where(RestockEvent.id == event.restock_event_id)
+    assert row["published_at"] is not None
+    await assert_one_job_per_target(subscriptions)

@@ -1,4 +1,5 @@
-"""The dispatcher's handler with recording fakes: freeze first, then FIFO batches per channel."""
+"""The dispatcher's handler with recording fakes: freeze first, then FIFO batches per channel: the freeze's
+jobs by the event's publish cursor, a page at a time, then jobs released one by one (a wave's)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,46 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 class FakeTargetStore:
-    """Jobs (id, channel, priority_at) of one variant, unpublished until a batch publish returns; every call
-    is appended to ``calls``."""
+    """Jobs (id, channel, priority_at) of one event: ``jobs`` made pending by its freeze (published by the
+    event's cursor), ``released`` made pending one by one later (unpublished until a batch publish
+    returns); every call is appended to ``calls``."""
 
-    def __init__(self, jobs: list[tuple[int, str]] | None, calls: list[str]) -> None:
+    def __init__(
+        self, jobs: list[tuple[int, str]] | None, calls: list[str], released: list[tuple[int, str]] = ()
+    ) -> None:
         self.jobs = None if jobs is None else [(i, ch, T0 + timedelta(seconds=i)) for i, ch in jobs]
+        self.released = [(i, ch, T0 + timedelta(seconds=i)) for i, ch in released]
         self.calls = calls
         self.enqueued: list[int] = []
+        self.cursor: tuple[datetime, int] | None = None
+        self.published = False
+
+    async def publish_frozen(
+        self,
+        restock_event_id: int,
+        limit: int,
+        publish: Callable[[dict[str, list[int]]], Awaitable[None]],
+    ) -> int | None:
+        assert self.jobs is not None
+        assert restock_event_id == 5
+        if self.published:
+            return None
+        rows = sorted((at, i, ch) for i, ch, at in self.jobs)
+        if self.cursor is not None:
+            rows = [row for row in rows if row[:2] > self.cursor]
+        rows = rows[:limit]
+        by_channel: dict[str, list[int]] = {}
+        for _, i, ch in rows:
+            by_channel.setdefault(ch, []).append(i)
+        if by_channel:
+            await publish(by_channel)
+        if len(rows) < limit:
+            self.published = True
+            self.calls.append("event published")
+        else:
+            self.cursor = rows[-1][:2]
+            self.calls.append(f"cursor {self.cursor[1]}")
+        return len(rows)
 
     async def freeze(self, restock_event_id: int, traceparent: str | None) -> Frozen | EventMissing:
         self.calls.append("freeze")
@@ -41,9 +75,8 @@ class FakeTargetStore:
         limit: int,
         publish: Callable[[list[int]], Awaitable[None]],
     ) -> Page:
-        assert self.jobs is not None
         assert restock_event_id == 5
-        rows = [(at, i) for i, ch, at in sorted(self.jobs, key=lambda j: (j[2], j[0])) if ch == channel]
+        rows = [(at, i) for i, ch, at in sorted(self.released, key=lambda j: (j[2], j[0])) if ch == channel]
         rows = [row for row in rows if row[1] not in self.enqueued]
         if after is not None:
             rows = [row for row in rows if row > (after.priority_at, after.job_id)]
@@ -97,18 +130,32 @@ async def test_freezes_then_publishes_fifo_batches_per_channel() -> None:
         "freeze",
         "fault after_commit_before_publish",
         "window (1, 42, 20000)",
-        # One locked page of up to 50 batches: its batches published (confirms awaited together), then
-        # marked enqueued at once.
+        # One page of up to 50 batches under the event's lock: its batches published per channel in FIFO
+        # order (confirms awaited together), then the cursor committed at once.
         "publish email [1, 3]",
         "publish email [4, 5]",
         "publish email [6]",
-        # Every confirm in, the mark not yet committed: the fault suite's kill point.
-        "fault after_confirm_before_commit",
-        "enqueued [1, 3, 4, 5, 6]",
         "publish sms [2]",
+        # Every confirm in, the cursor not yet committed: the fault suite's kill point.
         "fault after_confirm_before_commit",
-        "enqueued [2]",
+        "event published",
     ]
+
+
+async def test_the_cursor_pages_the_freeze_and_released_jobs_follow_one_by_one() -> None:
+    calls: list[str] = []
+    jobs = [(i, "email") for i in range(1, 103)]  # a page is 50 batches of 2: 100 jobs
+    store, publisher = FakeTargetStore(jobs, calls, released=[(200, "sms")]), FakePublisher(calls)
+    assert await RestockHandler(store, publisher, FaultPoints(None), batch_size=2)(EVENT) is Outcome.ACK
+    assert [call for call in calls if not call.startswith("publish")] == [
+        "freeze",
+        "window (1, 42, 20000)",
+        "cursor 100",
+        "event published",
+        "enqueued [200]",
+    ]
+    published = [i for batch in publisher.batches for i in batch.job_ids]
+    assert published == [*range(1, 103), 200]  # each once, FIFO
 
 
 async def test_exact_multiple_of_batch_size_publishes_no_empty_batch() -> None:
@@ -129,9 +176,9 @@ async def test_a_redelivered_event_publishes_only_what_is_still_unpublished() ->
     calls: list[str] = []
     store, publisher = FakeTargetStore([(1, "email"), (2, "email"), (3, "sms")], calls), FakePublisher(calls)
     handler = RestockHandler(store, publisher, FaultPoints(None), batch_size=10)
-    store.enqueued.append(2)  # its batch was confirmed before the crash
+    store.cursor = (T0 + timedelta(seconds=2), 2)  # the page up to job 2 was committed before the crash
     assert await handler(EVENT) is Outcome.ACK
-    assert [(batch.channel, batch.job_ids) for batch in publisher.batches] == [("email", [1]), ("sms", [3])]
+    assert [(batch.channel, batch.job_ids) for batch in publisher.batches] == [("sms", [3])]
     publisher.batches.clear()
     assert await handler(EVENT) is Outcome.ACK  # delivered once more: everything is on the broker already
     assert publisher.batches == []

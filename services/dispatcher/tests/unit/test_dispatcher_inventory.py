@@ -49,6 +49,11 @@ class FakeJobs:
     async def window_events(self, tenant_id: int, variant_id: int, window: int) -> list[int]:
         return sorted(self.unpublished)
 
+    async def publish_frozen(
+        self, restock_event_id: int, limit: int, publish: Callable[[dict[str, list[int]]], Awaitable[None]]
+    ) -> int | None:
+        return None  # waves: a freeze makes nothing pending, the planner's releases are published one by one
+
     async def publish_unpublished(
         self,
         restock_event_id: int,

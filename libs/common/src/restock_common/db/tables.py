@@ -146,6 +146,11 @@ class RestockEvent(Table, tablename="restock_events"):
     frozen_at = Timestamptz(null=True, default=None)
     target_count = Integer(null=True, default=None)
     traceparent = Varchar(length=64, null=True, default=None)
+    # The publish cursor of the jobs its freeze made pending (ADR 24): set when every one's batch was
+    # confirmed; until then the last confirmed job in FIFO (priority_at, id) order.
+    published_at = Timestamptz(null=True, default=None)
+    published_through_at = Timestamptz(null=True, default=None)
+    published_through_id = BigInt(null=True, default=None)
 
 
 class Template(Table, tablename="templates"):

@@ -1,0 +1,46 @@
+"""The publish cursor of a restock event (ADR 24): the jobs a freeze makes pending are published by the
+event's cursor instead of one ``enqueued_at`` update per job. ``published_at`` says every one of them has
+had its batch confirmed by the broker; until then ``published_through_at``/``published_through_id`` is the
+last confirmed job in FIFO (``priority_at``, ``id``) order, so a redelivered event or the sweeper carries on
+from there. Events frozen before this migration were published job by job: they count as published.
+The partial index is the sweeper's: frozen events whose publish never finished."""
+
+from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+from piccolo.table import Table
+
+ID = "2026-12-07T04:20:00:000000"
+VERSION = "1.38.0"
+DESCRIPTION = "publish cursor on restock events"
+
+CREATE = (
+    "ALTER TABLE restock_events ADD COLUMN published_at timestamptz NULL,"
+    " ADD COLUMN published_through_at timestamptz NULL, ADD COLUMN published_through_id bigint NULL",
+    "UPDATE restock_events SET published_at = frozen_at WHERE frozen_at IS NOT NULL",
+    "CREATE INDEX restock_events_unpublished ON restock_events (frozen_at)"
+    " WHERE published_at IS NULL AND frozen_at IS NOT NULL",
+)
+DROP = (
+    "DROP INDEX IF EXISTS restock_events_unpublished",
+    "ALTER TABLE restock_events DROP COLUMN IF EXISTS published_at,"
+    " DROP COLUMN IF EXISTS published_through_at, DROP COLUMN IF EXISTS published_through_id",
+)
+
+
+class _Raw(Table):
+    """Table.raw runs inside the migration's transaction."""
+
+
+async def forwards() -> MigrationManager:
+    manager = MigrationManager(migration_id=ID, app_name="restock", description=DESCRIPTION)
+
+    async def create() -> None:
+        for statement in CREATE:
+            await _Raw.raw(statement)
+
+    async def drop() -> None:
+        for statement in DROP:
+            await _Raw.raw(statement)
+
+    manager.add_raw(create)
+    manager.add_raw_backwards(drop)
+    return manager

@@ -3,7 +3,9 @@ event's cursor instead of one ``enqueued_at`` update per job. ``published_at`` s
 had its batch confirmed by the broker; until then ``published_through_at``/``published_through_id`` is the
 last confirmed job in FIFO (``priority_at``, ``id``) order, so a redelivered event or the sweeper carries on
 from there. Events frozen before this migration were published job by job: they count as published.
-The partial index is the sweeper's: frozen events whose publish never finished."""
+The partial index is the sweeper's: frozen events whose publish never finished. The jobs' index by event and
+state gains ``id``, so a page of the cursor is read in (``priority_at``, ``id``) order straight from the
+index (without it every page sorted every pending job of the event: 180 ms a page at 100,000)."""
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.table import Table
@@ -18,8 +20,12 @@ CREATE = (
     "UPDATE restock_events SET published_at = frozen_at WHERE frozen_at IS NOT NULL",
     "CREATE INDEX restock_events_unpublished ON restock_events (frozen_at)"
     " WHERE published_at IS NULL AND frozen_at IS NOT NULL",
+    "DROP INDEX notification_jobs_event_state",
+    "CREATE INDEX notification_jobs_event_state ON notification_jobs (restock_event, state, priority_at, id)",
 )
 DROP = (
+    "DROP INDEX IF EXISTS notification_jobs_event_state",
+    "CREATE INDEX notification_jobs_event_state ON notification_jobs (restock_event, state, priority_at)",
     "DROP INDEX IF EXISTS restock_events_unpublished",
     "ALTER TABLE restock_events DROP COLUMN IF EXISTS published_at,"
     " DROP COLUMN IF EXISTS published_through_at, DROP COLUMN IF EXISTS published_through_id",

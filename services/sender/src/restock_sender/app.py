@@ -130,6 +130,7 @@ def limit_config(settings: Settings) -> LimitConfig:
         domain_default_per_second=settings.email_domain_default_per_second,
         sender_mps=settings.twilio_sender_mps,
         sender_number=settings.twilio_from,
+        headroom=settings.limit_headroom,
     )
 
 

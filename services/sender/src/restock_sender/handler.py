@@ -117,7 +117,9 @@ class _Release:
         if self._at is None:
             tightest = max(self.limits, key=lambda limit: limit.interval_us)
             self._at = max(self.send_at, loop.time(), self.planned.get(tightest.key, -math.inf))
-            self.planned[tightest.key] = self._at + tightest.interval_us / 1_000_000
+            # The nominal interval, not the headroom's wider one: a send that came late is followed at the
+            # limit's own rate until the backlog is back on its reservations (the guard keeps the count).
+            self.planned[tightest.key] = self._at + 1.0 / tightest.per_second
         await asyncio.sleep(max(0.0, self._at - loop.time()))
         # A guard wait ends when the oldest counted call leaves its window: a deadline, not an event.
         while (wait := self.releases.wait(self.limits, loop.time())) > 0:  # noqa: ASYNC110

@@ -125,8 +125,16 @@ class _Release:
         while (wait := self.releases.wait(self.limits, loop.time())) > 0:  # noqa: ASYNC110
             await asyncio.sleep(wait)
 
-    def take(self) -> bool:
-        return self.releases.take(self.limits, asyncio.get_running_loop().time())
+    def ready(self) -> bool:
+        """Whether a call now would keep every limit within its count (nothing is counted yet)."""
+        return self.releases.wait(self.limits, asyncio.get_running_loop().time()) <= 0
+
+    async def at_call(self) -> None:
+        """Count the call, right before it is made (after the mark, whose commit time varies): the count
+        is of the instants calls actually went out. Waits only if another send took the room meanwhile."""
+        loop = asyncio.get_running_loop()
+        while not self.releases.take(self.limits, loop.time()):  # noqa: ASYNC110 - a deadline, not an event
+            await asyncio.sleep(self.releases.wait(self.limits, loop.time()))
 
 
 # The current task's release (set per task by BatchHandler; ``None``: an unthrottled send goes at once).
@@ -253,6 +261,9 @@ class JobHandler:
                     return None
                 self.faults.reach("before_provider_call")
                 progress.provider_called = True
+                release = _release.get()
+                if release is not None:
+                    await release.at_call()
                 try:
                     sent = await staged.send()
                 except ProviderError as error:
@@ -272,10 +283,12 @@ class JobHandler:
 
     @contextlib.asynccontextmanager
     async def _provider_call_window(self) -> AsyncIterator[None]:
-        """Inside the bound on unconfirmed sends, at the task's reserved instant, with the release guard
-        taken (ADR 23). The guard is taken only once the bound is held, so a send that queued for the
-        bound is not let out in a bunch with the sends behind it; when it must wait, it waits outside
-        the bound, so nobody else's send waits behind a saturated limit's."""
+        """Inside the bound on unconfirmed sends, at the task's reserved instant, with room under the
+        release guard (ADR 23). The guard is checked only once the bound is held, so a send that queued
+        for the bound is not let out in a bunch with the sends behind it; when it must wait, it waits
+        outside the bound, so nobody else's send waits behind a saturated limit's. The call itself is
+        counted after the mark (``_Release.at_call``); with one unconfirmed send (email's default) nobody
+        can take the room in between."""
         release = _release.get()
         bound = self._unconfirmed
         while True:
@@ -283,7 +296,7 @@ class JobHandler:
                 await release.wait()
             if bound is not None:
                 await bound.acquire()
-            if release is None or release.take():
+            if release is None or release.ready():
                 break
             if bound is not None:
                 bound.release()

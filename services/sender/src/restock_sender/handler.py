@@ -42,7 +42,7 @@ from restock_sender.delivery import (
     next_state,
 )
 from restock_sender.limiter import Limit, Releases
-from restock_sender.outbound import EmailOutbound, Outbound, PublicLinks
+from restock_sender.outbound import EmailOutbound, Outbound, PublicLinks, Staged
 from restock_sender.pause import ChannelPause
 from restock_sender.ports import (
     AttemptRecord,
@@ -250,36 +250,47 @@ class JobHandler:
         except ProviderError as error:  # refused before anything could be delivered (a bad number, a 550)
             return await self._failed(job, error, started, variables, template)
         try:
-            # From the mark to the record, a crash leaves the outcome unknown: this process keeps at most
-            # ``unconfirmed_sends`` jobs there (email; ADR 21), so a crash leaves no more indeterminate
-            # jobs. Staging (all of SMTP but the final dot, ADR 23) stays out of it.
-            async with self._provider_call_window():
-                if not await self.store.mark_provider_call(job):
-                    log.warning(
-                        "lease ended before the provider call; nothing sent", extra={"job_id": job.job_id}
-                    )
-                    return None
-                self.faults.reach("before_provider_call")
-                progress.provider_called = True
-                release = _release.get()
-                if release is not None:
-                    await release.at_call()
-                try:
-                    sent = await staged.send()
-                except ProviderError as error:
-                    return await self._failed(job, error, started, variables, template)
-                self.faults.reach("after_provider_ok_before_commit")
-                return await self._conclude(
-                    job,
-                    decide(None, job.attempt, job.policy, self.rng),
-                    started,
-                    variables=variables,
-                    receipt=sent.receipt,
-                    template=template,
-                    segments=sent.segments,
-                )
+            return await self._send_staged(job, staged, progress, started, variables, template)
         finally:
             staged.abort()  # not sent (a refused mark, a lost database, a cancel): nothing is delivered
+
+    async def _send_staged(
+        self,
+        job: ClaimedJob,
+        staged: Staged,
+        progress: _Progress,
+        started: datetime,
+        variables: Mapping[str, Any],
+        template: TemplateRecord | None,
+    ) -> JobState | None:
+        """Mark, call, record. From the mark to the record, a crash leaves the outcome unknown: this process
+        keeps at most ``unconfirmed_sends`` jobs there (email; ADR 21), so a crash leaves no more
+        indeterminate jobs. Staging (all of SMTP but the final dot, ADR 23) stays out of it."""
+        async with self._provider_call_window():
+            if not await self.store.mark_provider_call(job):
+                log.warning(
+                    "lease ended before the provider call; nothing sent", extra={"job_id": job.job_id}
+                )
+                return None
+            self.faults.reach("before_provider_call")
+            progress.provider_called = True
+            release = _release.get()
+            if release is not None:
+                await release.at_call()
+            try:
+                sent = await staged.send()
+            except ProviderError as error:
+                return await self._failed(job, error, started, variables, template)
+            self.faults.reach("after_provider_ok_before_commit")
+            return await self._conclude(
+                job,
+                decide(None, job.attempt, job.policy, self.rng),
+                started,
+                variables=variables,
+                receipt=sent.receipt,
+                template=template,
+                segments=sent.segments,
+            )
 
     @contextlib.asynccontextmanager
     async def _provider_call_window(self) -> AsyncIterator[None]:

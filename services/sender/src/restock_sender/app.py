@@ -130,6 +130,7 @@ def limit_config(settings: Settings) -> LimitConfig:
         domain_default_per_second=settings.email_domain_default_per_second,
         sender_mps=settings.twilio_sender_mps,
         sender_number=settings.twilio_from,
+        headroom=settings.limit_headroom,
     )
 
 
@@ -232,7 +233,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            engine = await open_engine(settings, pool_size=settings.sender_concurrency + 2)
+            # The sender keeps no session state on a connection: no reset round trip after each query.
+            engine = await open_engine(
+                settings, pool_size=settings.sender_concurrency + 2, stateless_sessions=True
+            )
             stack.push_async_callback(close_engine, engine)
             broker = await Broker.connect(
                 settings.amqp_url,

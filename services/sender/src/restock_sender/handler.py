@@ -1,9 +1,10 @@
-"""Sending: one job (claim -> re-check consent -> render -> mark -> send -> record) and one batch of jobs.
+"""Sending: one job (claim -> re-check consent -> render -> stage -> mark -> send -> record) and one batch.
 
 The order is the guarantee. The claim commits ``processing`` before the provider is called, so a
-redelivered batch finds the job taken and sends nothing twice; right before the call the claim is marked
-(committed), so a lease that expires unmarked is known unsent and the job is sent again (ADR 21); the
-attempt's outcome and its log row commit together after the call. Every outcome goes through
+redelivered batch finds the job taken and sends nothing twice; the message is staged (handed over as far
+as it goes without being deliverable: SMTP up to the final dot, ADR 23); right before the call the claim
+is marked (committed), so a lease that expires unmarked is known unsent and the job is sent again (ADR 21);
+the attempt's outcome and its log row commit together after the call. Every outcome goes through
 ``_conclude``, the one place a job's next state is decided (by ``delivery.TRANSITIONS``) and handed to the
 store.
 """
@@ -13,11 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import functools
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -41,8 +41,8 @@ from restock_sender.delivery import (
     decide,
     next_state,
 )
-from restock_sender.limiter import Limit
-from restock_sender.outbound import EmailOutbound, Outbound, PublicLinks
+from restock_sender.limiter import Limit, Releases
+from restock_sender.outbound import EmailOutbound, Outbound, PublicLinks, Staged
 from restock_sender.pause import ChannelPause
 from restock_sender.ports import (
     AttemptRecord,
@@ -94,17 +94,51 @@ def _redacted(detail: str, *contacts: str | None) -> str:
 # for the rest: long enough for a claim and a render on a loaded machine, short enough to hold few slots.
 PREPARE_LEAD_SECONDS = 0.025
 
-# Waits, right before the provider call, for the current task's reserved instant (set per task by
-# BatchHandler; ``None``: an unthrottled send goes at once).
-_release: contextvars.ContextVar[Callable[[], Awaitable[None]] | None] = contextvars.ContextVar(
-    "release", default=None
-)
+
+class _Release:
+    """When a throttled send may call its provider (ADR 16, 23): at its reserved instant, and at least one
+    interval after this process's previous planned release on its tightest limit (a job whose slot, claim
+    or render came late does not go out in a bunch with the sends reserved after it; only the tightest: a
+    saturated domain's releases, planned ahead, must not hold the shared global limit's other sends);
+    then only when this process's calls actually made on every limit of the send stay within their count
+    (``limiter.Releases``), checked again once the send holds its place in the provider-call window."""
+
+    def __init__(
+        self, send_at: float, limits: tuple[Limit, ...], planned: dict[str, float], releases: Releases
+    ) -> None:
+        self.send_at = send_at  # the reserved instant, on the event loop's clock
+        self.limits = limits
+        self.planned = planned  # per tightest limit key: this process's next release, no sooner
+        self.releases = releases
+        self._at: float | None = None
+
+    async def wait(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._at is None:
+            tightest = max(self.limits, key=lambda limit: limit.interval_us)
+            self._at = max(self.send_at, loop.time(), self.planned.get(tightest.key, -math.inf))
+            # The nominal interval, not the headroom's wider one: a send that came late is followed at the
+            # limit's own rate until the backlog is back on its reservations (the guard keeps the count).
+            self.planned[tightest.key] = self._at + 1.0 / tightest.per_second
+        await asyncio.sleep(max(0.0, self._at - loop.time()))
+        # A guard wait ends when the oldest counted call leaves its window: a deadline, not an event.
+        while (wait := self.releases.wait(self.limits, loop.time())) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(wait)
+
+    def ready(self) -> bool:
+        """Whether a call now would keep every limit within its count (nothing is counted yet)."""
+        return self.releases.wait(self.limits, asyncio.get_running_loop().time()) <= 0
+
+    async def at_call(self) -> None:
+        """Count the call, right before it is made (after the mark, whose commit time varies): the count
+        is of the instants calls actually went out. Waits only if another send took the room meanwhile."""
+        loop = asyncio.get_running_loop()
+        while not self.releases.take(self.limits, loop.time()):  # noqa: ASYNC110 - a deadline, not an event
+            await asyncio.sleep(self.releases.wait(self.limits, loop.time()))
 
 
-async def _until_reserved_instant() -> None:
-    release = _release.get()
-    if release is not None:
-        await release()
+# The current task's release (set per task by BatchHandler; ``None``: an unthrottled send goes at once).
+_release: contextvars.ContextVar[_Release | None] = contextvars.ContextVar("release", default=None)
 
 
 class _NotStarted(Exception):
@@ -212,13 +246,27 @@ class JobHandler:
                 template=template,
             )
         try:
-            send = self.outbound.prepare(job, rendered, unsubscribe_url)
-        except ProviderError as error:  # refused before any call (an invalid number, say)
+            staged = await self.outbound.prepare(job, rendered, unsubscribe_url)()
+        except ProviderError as error:  # refused before anything could be delivered (a bad number, a 550)
             return await self._failed(job, error, started, variables, template)
-        await _until_reserved_instant()
-        # From the mark to the record, a crash leaves the outcome unknown: this process keeps at most
-        # ``unconfirmed_sends`` jobs there (email; ADR 21), so a crash leaves no more indeterminate jobs.
-        async with self._unconfirmed or contextlib.nullcontext():
+        try:
+            return await self._send_staged(job, staged, progress, started, variables, template)
+        finally:
+            staged.abort()  # not sent (a refused mark, a lost database, a cancel): nothing is delivered
+
+    async def _send_staged(
+        self,
+        job: ClaimedJob,
+        staged: Staged,
+        progress: _Progress,
+        started: datetime,
+        variables: Mapping[str, Any],
+        template: TemplateRecord | None,
+    ) -> JobState | None:
+        """Mark, call, record. From the mark to the record, a crash leaves the outcome unknown: this process
+        keeps at most ``unconfirmed_sends`` jobs there (email; ADR 21), so a crash leaves no more
+        indeterminate jobs. Staging (all of SMTP but the final dot, ADR 23) stays out of it."""
+        async with self._provider_call_window():
             if not await self.store.mark_provider_call(job):
                 log.warning(
                     "lease ended before the provider call; nothing sent", extra={"job_id": job.job_id}
@@ -226,8 +274,11 @@ class JobHandler:
                 return None
             self.faults.reach("before_provider_call")
             progress.provider_called = True
+            release = _release.get()
+            if release is not None:
+                await release.at_call()
             try:
-                sent = await send()
+                sent = await staged.send()
             except ProviderError as error:
                 return await self._failed(job, error, started, variables, template)
             self.faults.reach("after_provider_ok_before_commit")
@@ -240,6 +291,31 @@ class JobHandler:
                 template=template,
                 segments=sent.segments,
             )
+
+    @contextlib.asynccontextmanager
+    async def _provider_call_window(self) -> AsyncIterator[None]:
+        """Inside the bound on unconfirmed sends, at the task's reserved instant, with room under the
+        release guard (ADR 23). The guard is checked only once the bound is held, so a send that queued
+        for the bound is not let out in a bunch with the sends behind it; when it must wait, it waits
+        outside the bound, so nobody else's send waits behind a saturated limit's. The call itself is
+        counted after the mark (``_Release.at_call``); with one unconfirmed send (email's default) nobody
+        can take the room in between."""
+        release = _release.get()
+        bound = self._unconfirmed
+        while True:
+            if release is not None:
+                await release.wait()
+            if bound is not None:
+                await bound.acquire()
+            if release is None or release.ready():
+                break
+            if bound is not None:
+                bound.release()
+        try:
+            yield
+        finally:
+            if bound is not None:
+                bound.release()
 
     async def _template(self, job: ClaimedJob) -> TemplateRecord | None:
         """The version pinned at freeze (marked used from now on), or the channel's built-in one."""
@@ -348,6 +424,7 @@ class BatchHandler:
         self.faults = faults
         self.admission = admission  # None: every job is claimed at once (no limits, windows or pause)
         self._next_release: dict[str, float] = {}  # per limit key: no release of this process sooner
+        self._releases = Releases()  # this process's provider calls per limit (the release guard)
         self._slots = asyncio.Semaphore(concurrency)
         self._stopping = False
 
@@ -413,9 +490,9 @@ class BatchHandler:
             await self.admission.defer(deferrals)
 
     async def _run_after(self, job_id: int, admitted: Admit) -> JobState | None:
-        """A job with a reservation: sleep (no slot) until shortly before it, then claim and render in a
-        slot, and call the provider at the reserved instant itself (``_until_reserved_instant``), so the
-        claim's and the render's varying delays do not bunch sends at the provider."""
+        """A job with a reservation: sleep (no slot) until shortly before it, then claim, render and stage
+        in a slot, and call the provider at the reserved instant itself (``_Release``), so the claim's,
+        the render's and the staging's varying delays do not bunch sends at the provider."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         wait = await admitted.turn() if admitted.turn is not None else admitted.wait
@@ -423,27 +500,15 @@ class BatchHandler:
         await asyncio.sleep(max(0.0, wait - PREPARE_LEAD_SECONDS))
         self.jobs.metrics.waited(self.channel, send_at - started)
         await self._slots.acquire()
-        _release.set(functools.partial(self._release_at, send_at, admitted.limits))
+        _release.set(_Release(send_at, admitted.limits, self._next_release, self._releases))
         return await self._run(job_id)
 
     async def _run_paced(self, job_id: int, admitted: Admit) -> JobState | None:
         """A job admitted (nearly) at once, already in its slot."""
         if admitted.limits:
             send_at = asyncio.get_running_loop().time() + admitted.wait
-            _release.set(functools.partial(self._release_at, send_at, admitted.limits))
+            _release.set(_Release(send_at, admitted.limits, self._next_release, self._releases))
         return await self._run(job_id)
-
-    async def _release_at(self, send_at: float, limits: tuple[Limit, ...]) -> None:
-        """Wait for the reserved instant, and at least one interval after this process's previous release
-        on the job's tightest limit: a job whose slot, claim or render came late (a loaded machine, a
-        provider slower than the limit) must not reach the provider in a bunch with the ones reserved
-        after it. Only the tightest: a saturated domain's releases, reserved ahead, must not hold the
-        shared global limit's releases (the other domains' mail) behind them."""
-        loop = asyncio.get_running_loop()
-        tightest = max(limits, key=lambda limit: limit.interval_us)
-        at = max(send_at, loop.time(), self._next_release.get(tightest.key, -math.inf))
-        self._next_release[tightest.key] = at + tightest.interval_us / 1_000_000
-        await asyncio.sleep(at - loop.time())
 
     def stop_starting(self) -> None:
         """Graceful shutdown: jobs already started finish; the rest of every batch is left unclaimed, and

@@ -23,12 +23,27 @@ where the last one ended, a limit with enough demand is filled to ``r`` (no wind
 fixed windows, no per-send log as with a sliding log). It is one number per key, so the Redis Lua twin
 (``adapters/redis_limiter.py``) is a handful of GET/SET over the keys, atomic across replicas.
 
+Headroom, and the release guard (ADR 23). A reservation is an instant; the peer counts when a message
+*arrives*, after a claim, a render, a database commit and a network write, each with its own jitter, and
+after any stall of the sender or of the peer. With spacing of exactly ``1/r`` a window at the peer holds
+``r`` sends only if no two sends one second apart drift toward each other at all. So each limit is spaced
+for ``r * (1 - headroom)`` (``RESTOCK_LIMIT_HEADROOM``, 3 % by default): ``r`` sends then span
+``1 / (1 - headroom)`` seconds, and the peer stays at or below ``r`` in every one-second window while
+the jitter between sends a second apart stays under about ``headroom`` seconds (30 ms), at the price of
+filling at most ``1 - headroom`` of the limit. A send whose reservation came late (a loaded machine,
+sends queued behind the provider-call window) would still go out in a bunch with the ones reserved after
+it; ``Releases`` guards the instant of the provider call itself, in this process: at most ``floor(r)``
+calls (at least one) on each limit of the send in any window of ``(1 + headroom)`` seconds (``1/r`` times
+that below one per second), counted over the calls actually made, so a late send waits only when it
+would break the count, and a backlog that fell behind catches up without ever exceeding it.
+
 Times are integer microseconds (exact in Lua's doubles as in Python). Pure: no I/O, the clock is an input.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -76,11 +91,23 @@ class Limit:
     name: LimitName
     key: str
     per_second: float
+    headroom: float = 0.0  # spaced for per_second * (1 - headroom): see the module's rules
 
     @property
     def interval_us(self) -> int:
         """The emission interval: sends on this limit are at least this many microseconds apart."""
-        return math.ceil(1_000_000 / self.per_second)
+        return math.ceil(1_000_000 / (self.per_second * (1.0 - self.headroom)))
+
+    @property
+    def release_cap(self) -> int:
+        """The most provider calls of one process on this limit within ``release_span`` seconds."""
+        return max(1, math.floor(self.per_second))
+
+    @property
+    def release_span(self) -> float:
+        """The window, in seconds, that ``release_cap`` counts over: one second (or ``1/r`` below one per
+        second), widened by the headroom so the peer's window stays within the limit despite jitter."""
+        return max(1.0, 1.0 / self.per_second) * (1.0 + self.headroom)
 
 
 @dataclass(frozen=True)
@@ -92,6 +119,7 @@ class LimitConfig:
     domain_default_per_second: float | None
     sender_mps: float | None
     sender_number: str | None
+    headroom: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -129,7 +157,8 @@ def domain_limit(domain: str, config: LimitConfig) -> Limit | None:
         rate = config.domain_default_per_second
     if rate is None or rate <= 0:
         return None
-    return Limit("domain", f"{KEY_PREFIX}email:domain:{DOMAIN_ALIASES.get(domain, domain)}", rate)
+    key = f"{KEY_PREFIX}email:domain:{DOMAIN_ALIASES.get(domain, domain)}"
+    return Limit("domain", key, rate, config.headroom)
 
 
 def limits_for(
@@ -142,17 +171,19 @@ def limits_for(
 ) -> list[Limit]:
     """Every limit one send is under (empty: unthrottled)."""
     limits: list[Limit] = []
+    headroom = config.headroom
     global_rate = config.global_per_second.get(channel)
     if global_rate:
-        limits.append(Limit("global", f"{KEY_PREFIX}{channel}:global", global_rate))
+        limits.append(Limit("global", f"{KEY_PREFIX}{channel}:global", global_rate, headroom))
     if shop_per_second:
-        limits.append(Limit("shop", f"{KEY_PREFIX}{channel}:shop:{tenant_id}", shop_per_second))
+        limits.append(Limit("shop", f"{KEY_PREFIX}{channel}:shop:{tenant_id}", shop_per_second, headroom))
     if channel == "email" and recipient_domain:
         limit = domain_limit(recipient_domain, config)
         if limit is not None:
             limits.append(limit)
     if channel == "sms" and config.sender_mps and config.sender_number:
-        limits.append(Limit("sender", f"{KEY_PREFIX}sms:sender:{config.sender_number}", config.sender_mps))
+        key = f"{KEY_PREFIX}sms:sender:{config.sender_number}"
+        limits.append(Limit("sender", key, config.sender_mps, headroom))
     return limits
 
 
@@ -173,3 +204,35 @@ def acquire(
     for limit in limits:
         updated[limit.key] = start + limit.interval_us
     return Granted(wait, start), updated
+
+
+class Releases:
+    """The provider calls this process made on each limit, in the last ``release_span`` seconds: the guard
+    at the call itself (see the module's rules). ``now`` is any monotonic clock, in seconds."""
+
+    def __init__(self) -> None:
+        self._calls: dict[str, deque[float]] = {}
+
+    def wait(self, limits: Sequence[Limit], now: float) -> float:
+        """Seconds until a call now would keep every limit within its count (0.0: it may go now)."""
+        wait = 0.0
+        for limit in limits:
+            calls = self._calls.get(limit.key)
+            if calls is None:
+                continue
+            while calls and calls[0] <= now - limit.release_span:
+                calls.popleft()
+            if not calls:
+                del self._calls[limit.key]  # an idle limit (a recipient domain seen once) costs nothing
+                continue
+            if len(calls) >= limit.release_cap:
+                wait = max(wait, calls[-limit.release_cap] + limit.release_span - now)
+        return wait
+
+    def take(self, limits: Sequence[Limit], now: float) -> bool:
+        """Count a call now on every limit, if ``wait`` allows it; whether it was counted."""
+        if self.wait(limits, now) > 0:
+            return False
+        for limit in limits:
+            self._calls.setdefault(limit.key, deque()).append(now)
+        return True

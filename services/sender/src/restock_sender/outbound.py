@@ -10,6 +10,11 @@
   message list is asked at once, as the lease reaper would (``lease.sent_message``), and a message found
   there is the receipt; retrying blindly would send it twice.
 
+An attempt goes prepare (build the message) -> stage (hand it over as far as it can go without being
+deliverable) -> send (the provider call proper, the only step between the provider-call mark and the
+record, ADR 21 and 23). Email stages everything of the SMTP transaction but the final dot when the provider
+can; SMS has nothing to stage (one HTTP request is the whole call).
+
 ``PublicLinks`` makes every public URL a message carries, signed with ``restock_common.links``.
 """
 
@@ -35,6 +40,8 @@ from restock_sender.ports import (
     RenderedMessage,
     SmsMessage,
     SmsProvider,
+    StagedEmail,
+    StagingEmailProvider,
 )
 
 INVALID_NUMBER_CODE = "21211"  # Twilio's code for an invalid 'To' number: classified by the same row
@@ -74,6 +81,22 @@ class Sent:
 Send = Callable[[], Awaitable[Sent]]  # a prepared message's provider call
 
 
+def _nothing_to_abort() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A message handed over as far as it goes without being deliverable: ``send`` is the rest (the call
+    a crash can leave unknown); ``abort`` drops what was handed over (idempotent; a no-op after ``send``)."""
+
+    send: Send
+    abort: Callable[[], None] = _nothing_to_abort
+
+
+Stage = Callable[[], Awaitable[Staged]]  # raises delivery.ProviderError: refused, and nothing delivered
+
+
 class Outbound(Protocol):
     """One channel's provider call."""
 
@@ -82,10 +105,11 @@ class Outbound(Protocol):
         """The provider's name in log rows (``smtp``, ``twilio``)."""
         ...
 
-    def prepare(self, job: ClaimedJob, rendered: RenderedMessage, unsubscribe_url: str | None) -> Send:
+    def prepare(self, job: ClaimedJob, rendered: RenderedMessage, unsubscribe_url: str | None) -> Stage:
         """Build the channel's message now, before the provider-call mark (raises
-        ``delivery.ProviderError`` when it cannot be built: nothing is sent); the returned call sends it
-        (raises ``delivery.ProviderError``). Only the call sits in the window a crash leaves unknown."""
+        ``delivery.ProviderError`` when it cannot be built: nothing is sent); the returned call stages it
+        (raises ``delivery.ProviderError`` when refused before it could be delivered) and gives the send.
+        Only the send sits in the window a crash leaves unknown."""
         ...
 
 
@@ -97,7 +121,7 @@ class EmailOutbound:
     def __init__(self, email: EmailProvider) -> None:
         self.email = email
 
-    def prepare(self, job: ClaimedJob, rendered: RenderedMessage, unsubscribe_url: str | None) -> Send:
+    def prepare(self, job: ClaimedJob, rendered: RenderedMessage, unsubscribe_url: str | None) -> Stage:
         assert job.email is not None  # the handler's skip rule refused a job without an address
         message = EmailMessage(
             to=job.email,
@@ -109,12 +133,26 @@ class EmailOutbound:
             traceparent=current_traceparent(),
             list_unsubscribe=unsubscribe_url or None,
         )
+        if isinstance(self.email, StagingEmailProvider):
+            return functools.partial(self._stage, self.email.prepare_staged(message))
         deliver = self.email.prepare(message)
 
         async def send() -> Sent:
             return Sent(await deliver())
 
-        return send
+        async def unstaged() -> Staged:  # a provider that cannot stage: the whole call is the send
+            return Staged(send)
+
+        return unstaged
+
+    @staticmethod
+    async def _stage(stage: Callable[[], Awaitable[StagedEmail]]) -> Staged:
+        staged = await stage()
+
+        async def send() -> Sent:
+            return Sent(await staged.finish())
+
+        return Staged(send, staged.abort)
 
 
 class SmsOutbound:
@@ -132,7 +170,7 @@ class SmsOutbound:
         self.public = public
         self.clock = clock
 
-    def prepare(self, job: ClaimedJob, rendered: RenderedMessage, unsubscribe_url: str | None) -> Send:
+    def prepare(self, job: ClaimedJob, rendered: RenderedMessage, unsubscribe_url: str | None) -> Stage:
         number = job.phone or ""
         if not sms.is_e164(number):
             raise ProviderError(
@@ -145,7 +183,12 @@ class SmsOutbound:
         body = sms.with_opt_out(rendered.text, job.sms_opt_out_text)
         callback = self.public.sms_status_callback(job.job_id, job.attempt) if self.public else None
         message = SmsMessage(number, body, job.notification_key, callback, current_traceparent())
-        return functools.partial(self._send, message)
+        send = functools.partial(self._send, message)
+
+        async def stage() -> Staged:  # one HTTP request is the whole call: nothing to stage
+            return Staged(send)
+
+        return stage
 
     async def _send(self, message: SmsMessage) -> Sent:
         started = self.clock()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from restock_common.messages import Channel
 from restock_common.rules import Rules
@@ -159,6 +159,27 @@ class EmailProvider(Protocol):
     def prepare(self, message: EmailMessage) -> Callable[[], Awaitable[ProviderReceipt]]:
         """Compose the message now (raises ``ProviderError`` when it cannot be); the returned call delivers
         it. ``send`` in two steps, so the composing stays out of the provider-call window (ADR 21)."""
+        ...
+
+
+@dataclass(frozen=True)
+class StagedEmail:
+    """A message handed to the SMTP server up to, not including, the end of its data: nothing can be
+    delivered before ``finish`` (which raises ``ProviderError`` data like ``send``); ``abort`` drops it
+    (idempotent, and a no-op once finished)."""
+
+    finish: Callable[[], Awaitable[ProviderReceipt]]
+    abort: Callable[[], None]
+
+
+@runtime_checkable
+class StagingEmailProvider(Protocol):
+    """An ``EmailProvider`` that can hand a message over in two steps (ADR 23), so that only the last one
+    sits in the provider-call window."""
+
+    def prepare_staged(self, message: EmailMessage) -> Callable[[], Awaitable[StagedEmail]]:
+        """Compose the message now (raises ``ProviderError``); the returned call stages it (raises
+        ``ProviderError`` when the server refuses it before its end: nothing was delivered)."""
         ...
 
 

@@ -374,3 +374,77 @@ async def test_sends_whose_reservations_went_stale_still_reach_the_provider_one_
     # start. A lower bound from sleeps on the loop's monotonic clock, not a timing.
     assert len(provider.instants) == 3
     assert all(at >= started + k * 0.05 - 1e-6 for k, at in enumerate(provider.instants)), provider.instants
+
+
+async def test_late_sends_to_several_domains_never_exceed_a_shared_limit_at_the_call() -> None:
+    """The release guard counts the calls actually made on *every* limit of a send (ADR 23): sends
+    reserved long ago on three domains (each its own tightest limit, so the planned spacing does not meet)
+    still make at most two calls within any second on the global 2/s limit they share."""
+
+    class Stale:
+        async def acquire(self, limits: Sequence[Limit], max_wait_us: int) -> Verdict:
+            return Granted(0)
+
+    class TimedProvider(SlowProvider):
+        def __init__(self) -> None:
+            super().__init__()
+            self.instants: list[float] = []
+
+        async def send(self, message: EmailMessage) -> ProviderReceipt:
+            self.instants.append(asyncio.get_running_loop().time())
+            return await super().send(message)
+
+    domains = ["a.test", "b.test", "c.test"]
+    pause = ChannelPause("email", FakePauseStore())
+    store = FakeAdmissionStore(*(route(i, domain) for i, domain in enumerate(domains, 1)))
+    config = LimitConfig({"email": 2.0}, dict.fromkeys(domains, 1.0), None, None, None)
+    gate = admission(store, pause, Stale(), config=config)  # type: ignore[arg-type]
+    jobs = FakeJobStore(*(claimed(i, domain) for i, domain in enumerate(domains, 1)))
+    provider = TimedProvider()
+    await batch_handler(jobs, provider, gate, pause, concurrency=4)(
+        JobBatch(channel="email", job_ids=[1, 2, 3])
+    )
+    # A lower bound from sleeps on the loop's monotonic clock, not a timing: the third call waited for the
+    # first to leave its second.
+    first, _, third = sorted(provider.instants)
+    assert third >= first + 1.0 - 1e-6, provider.instants
+
+
+async def test_the_release_guard_counts_a_call_when_it_goes_out_after_its_mark_not_before() -> None:
+    """A send whose provider-call mark commits slowly goes out late: the guard counts it then (ADR 23).
+    Counted before its mark, it would leave room in the second it is actually sent in, and three calls
+    would reach the provider within one second on a 2/s limit."""
+
+    class Stale:
+        async def acquire(self, limits: Sequence[Limit], max_wait_us: int) -> Verdict:
+            return Granted(0)
+
+    class SlowMark(FakeJobStore):
+        async def mark_provider_call(self, job: ClaimedJob) -> bool:
+            if job.job_id == 1:
+                await asyncio.sleep(0.9)
+            return await super().mark_provider_call(job)
+
+    class TimedProvider(SlowProvider):
+        def __init__(self) -> None:
+            super().__init__()
+            self.instants: list[float] = []
+
+        async def send(self, message: EmailMessage) -> ProviderReceipt:
+            self.instants.append(asyncio.get_running_loop().time())
+            return await super().send(message)
+
+    domains = ["a.test", "b.test", "c.test", "d.test"]
+    pause = ChannelPause("email", FakePauseStore())
+    store = FakeAdmissionStore(*(route(i, domain) for i, domain in enumerate(domains, 1)))
+    config = LimitConfig({"email": 2.0}, dict.fromkeys(domains, 1.0), None, None, None)
+    gate = admission(store, pause, Stale(), config=config)  # type: ignore[arg-type]
+    jobs = SlowMark(*(claimed(i, domain) for i, domain in enumerate(domains, 1)))
+    provider = TimedProvider()
+    await batch_handler(jobs, provider, gate, pause, concurrency=4)(
+        JobBatch(channel="email", job_ids=[1, 2, 3, 4])
+    )
+    instants = sorted(provider.instants)
+    assert len(instants) == 4
+    # Lower bounds from sleeps on the loop's monotonic clock: any three calls span at least a second.
+    assert all(third - first >= 1.0 - 1e-6 for first, third in zip(instants, instants[2:], strict=False))

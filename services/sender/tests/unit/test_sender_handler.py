@@ -23,6 +23,7 @@ from restock_sender.ports import (
     ProviderReceipt,
     RenderedMessage,
     RenderError,
+    StagedEmail,
     TemplateRecord,
 )
 from restock_sender.templates import BUILTIN_EMAIL, JinjaRenderer
@@ -420,3 +421,91 @@ async def test_the_message_is_composed_before_the_mark_so_only_the_provider_call
     assert await batches(JobBatch(channel="email", job_ids=[1, 2, 3])) is Outcome.ACK
     for job_id in (1, 2, 3):
         assert events.index(("compose", job_id)) < events.index(("mark", job_id)), events
+
+
+class StagingProvider(FakeProvider):
+    """Stages like SMTP (ADR 23): everything but the final step before the window, the rest inside it.
+    Counts the messages staged and not yet finished or aborted, and refuses at staging for ``refuse``."""
+
+    def __init__(self, refuse: Mapping[str, ProviderError] | None = None) -> None:
+        super().__init__()
+        self.refuse = dict(refuse or {})
+        self.open = 0
+        self.peak_open = 0
+        self.aborted: list[str] = []
+
+    def prepare_staged(self, message: EmailMessage) -> Callable[[], Awaitable[StagedEmail]]:
+        return functools.partial(self._stage, message)
+
+    async def _stage(self, message: EmailMessage) -> StagedEmail:
+        await asyncio.sleep(0)
+        if message.to in self.refuse:
+            raise self.refuse[message.to]
+        self.open += 1
+        self.peak_open = max(self.peak_open, self.open)
+        done: list[bool] = []
+
+        async def finish() -> ProviderReceipt:
+            done.append(True)
+            self.open -= 1
+            return await self.send(message)
+
+        def abort() -> None:
+            if not done:
+                done.append(True)
+                self.open -= 1
+                self.aborted.append(message.to)
+
+        return StagedEmail(finish=finish, abort=abort)
+
+
+async def test_staging_runs_concurrently_outside_the_window_and_only_the_finish_is_serialised() -> None:
+    store, provider = WindowStore(*(claimed(i) for i in range(1, 13))), StagingProvider()
+    batches = BatchHandler(
+        make_handler(store, provider, unconfirmed_sends=1), "email", concurrency=4, faults=FaultPoints(None)
+    )
+    assert await batches(JobBatch(channel="email", job_ids=list(range(1, 13)))) is Outcome.ACK
+    assert len(provider.sent) == 12
+    assert store.peak_unconfirmed == 1  # the bound holds
+    assert provider.peak_open > 1  # while several messages were staged at once, outside it
+    assert provider.open == 0
+    assert provider.aborted == []
+
+
+async def test_a_refused_mark_aborts_the_staged_message_so_nothing_is_delivered() -> None:
+    store, provider = WindowStore(claimed(1), refuse_mark=True), StagingProvider()
+    assert await make_handler(store, provider).handle(1) is None
+    assert provider.sent == []
+    assert provider.aborted == ["a@example.com"]
+    assert provider.open == 0
+
+
+async def test_a_mark_that_lost_its_database_aborts_the_staged_message_and_gives_the_claim_back() -> None:
+    store, provider = WindowStore(claimed(1), mark_error=True), StagingProvider()
+    with pytest.raises(ConnectionError):
+        await make_handler(store, provider).handle(1)
+    assert provider.aborted == ["a@example.com"]
+    assert store.released == [1]
+
+
+@pytest.mark.parametrize(
+    ("error", "state"),
+    [
+        (ProviderError("response", "550", "5.1.1 no such user"), JobState.FAILED_PERMANENT),
+        (ProviderError("response", "451", "4.3.0 try later"), JobState.FAILED_TEMPORARY),
+        (ProviderError("connection", None, "refused"), JobState.FAILED_TEMPORARY),
+    ],
+)
+async def test_a_refusal_while_staging_is_classified_as_before_and_needs_no_mark(
+    error: ProviderError, state: JobState
+) -> None:
+    store = WindowStore(claimed(1))
+    provider = StagingProvider(refuse={"a@example.com": error})
+    assert await make_handler(store, provider).handle(1) is state
+    [record] = store.records
+    assert (record.error_kind, record.error_code) == (
+        "permanent" if state is JobState.FAILED_PERMANENT else "temporary",
+        error.code,
+    )
+    assert store.marked == []  # nothing could have been delivered: nothing to leave indeterminate
+    assert provider.sent == []

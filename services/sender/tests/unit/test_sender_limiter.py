@@ -12,6 +12,7 @@ from restock_sender.limiter import (
     Granted,
     Limit,
     LimitConfig,
+    Releases,
     acquire,
     domain_limit,
     limits_for,
@@ -139,3 +140,80 @@ def test_a_saturated_limit_is_filled(rate: float) -> None:
     sends = _send_times(arrivals, [Limit("global", "k", rate)], 2_000_000)
     full_seconds = [sum(1 for t in sends if s * 1_000_000 <= t < (s + 1) * 1_000_000) for s in range(5)]
     assert all(count >= 0.95 * rate for count in full_seconds)
+
+
+# --- headroom and the release guard (ADR 23) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rate", "headroom", "interval_us", "cap", "span"),
+    [
+        (50.0, 0.0, 20_000, 50, 1.0),
+        (50.0, 0.03, 20_619, 50, 1.03),  # spaced for 48.5/s: 50 sends span 1.03 s
+        (100.0, 0.03, 10_310, 100, 1.03),
+        (200.0, 0.03, 5_155, 200, 1.03),
+        (2.5, 0.03, 412_372, 2, 1.03),  # a one-second window holds whole messages: at most 2
+        (0.5, 0.03, 2_061_856, 1, 2.06),  # below one per second: one per 1/r seconds
+    ],
+)
+def test_headroom_spaces_the_limit_below_its_rate_and_sets_the_release_guard(
+    rate: float, headroom: float, interval_us: int, cap: int, span: float
+) -> None:
+    limit = Limit("domain", "k", rate, headroom)
+    assert limit.interval_us == interval_us
+    assert limit.release_cap == cap
+    assert limit.release_span == pytest.approx(span)
+
+
+def test_every_limit_of_a_send_carries_the_configured_headroom() -> None:
+    config = LimitConfig({"email": 200.0, "sms": None}, {"example.com": 50.0}, 5.0, 100.0, "+1500", 0.03)
+    email = limits_for("email", config, tenant_id=7, shop_per_second=10.0, recipient_domain="example.com")
+    sms = limits_for("sms", config, tenant_id=7, shop_per_second=None, recipient_domain=None)
+    assert [limit.headroom for limit in [*email, *sms]] == [0.03] * 4
+
+
+THREE = Limit("domain", "three", 3.0, 0.0)  # at most 3 calls in any 1.0 s
+WIDE = Limit("global", "wide", 100.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("calls", "limits", "now", "wait"),
+    [
+        ([], [THREE], 0.0, 0.0),
+        ([0.0, 0.1], [THREE], 0.2, 0.0),  # under the count
+        ([0.0, 0.1, 0.2], [THREE], 0.3, 0.7),  # a 4th within the second waits for the 1st to leave it
+        ([0.0, 0.1, 0.2], [THREE], 0.95, 0.05),
+        ([0.0, 0.1, 0.2], [THREE], 1.0, 0.0),  # a call exactly one second later is in the next window
+        ([0.0, 0.0, 0.0], [THREE], 0.0, 1.0),  # a bunch of late sends fills the count at once
+        ([0.0, 0.1, 0.2], [WIDE], 0.3, 0.0),  # counted per limit key
+        ([0.0, 0.1, 0.2], [WIDE, THREE], 0.3, 0.7),  # every limit of the send is guarded
+    ],
+)
+def test_the_release_guard_counts_the_calls_actually_made(
+    calls: list[float], limits: list[Limit], now: float, wait: float
+) -> None:
+    releases = Releases()
+    for at in calls:
+        assert releases.take([THREE], at)
+    assert releases.wait(limits, now) == pytest.approx(wait)
+    assert releases.take(limits, now) is (wait == 0.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(min_value=0, max_value=3_000_000), min_size=1, max_size=300),
+    st.sampled_from([1.0, 3.0, 50.0, 100.0]),
+    st.sampled_from([0.0, 0.03]),
+)
+def test_calls_the_guard_lets_through_never_exceed_the_limit_in_any_widened_second(
+    attempts_us: list[int], rate: float, headroom: float
+) -> None:
+    limit, releases, made, clock = Limit("domain", "k", rate, headroom), Releases(), [], 0.0
+    for at_us in sorted(attempts_us):
+        clock = max(clock, at_us / 1_000_000)  # calls queue behind a refused one, in time order
+        while not releases.take([limit], clock):
+            clock += releases.wait([limit], clock)
+        made.append(clock)
+    for start, first in enumerate(made):
+        within = [at for at in made[start:] if at - first < limit.release_span - 1e-9]
+        assert len(within) <= limit.release_cap

@@ -105,32 +105,16 @@ class VariantPublisher:
         return total
 
     async def _publish_event(self, tenant_id: int, variant_id: int, event_id: int, origin: str) -> int:
-        total = frozen = await publish_frozen_event(
+        where = {"tenant_id": tenant_id, "variant_id": variant_id, "restock_event_id": event_id}
+        total = await publish_frozen_event(
             self.store, self.publisher, event_id, self.batch_size, origin, self.faults
         )
-        if frozen:
-            log.info(
-                "jobs published",
-                extra={
-                    "tenant_id": tenant_id,
-                    "variant_id": variant_id,
-                    "restock_event_id": event_id,
-                    "jobs": frozen,
-                },
-            )
+        if total:
+            log.info("jobs published", extra={**where, "jobs": total, "by": "event cursor"})
         for channel in self.channels:
             published = await self._publish_channel(event_id, channel, origin)
             if published:
-                log.info(
-                    "jobs published",
-                    extra={
-                        "tenant_id": tenant_id,
-                        "variant_id": variant_id,
-                        "restock_event_id": event_id,
-                        "channel": channel,
-                        "jobs": published,
-                    },
-                )
+                log.info("jobs published", extra={**where, "channel": channel, "jobs": published})
             total += published
         return total
 

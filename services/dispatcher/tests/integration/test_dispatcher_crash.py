@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,11 +20,9 @@ import pytest
 from restock_common import keys, topology
 from restock_common.broker import Broker
 from restock_common.db.tables import NotificationJob, RestockEvent, Rule, Subscription, Tenant, WavePlan
-from restock_common.messages import JobBatch, RestockDetected, decode
+from restock_common.messages import JobBatch, RestockDetected
 from restock_common.rules import Rules, encode_rules
-from restock_common.settings import Settings
 from restock_common.signatures import contact_hash
-from restock_dispatcher.app import declare_job_queues
 from restock_dispatcher.handler import BATCHES_PER_PAGE, FAULT_AFTER_COMMIT, FAULT_AFTER_CONFIRM
 from restock_dispatcher.wave_timer import FAULT_AFTER_RELEASE
 
@@ -74,27 +72,6 @@ async def exited(process: subprocess.Popen[bytes], timeout: float = 60.0) -> int
 async def stop(process: subprocess.Popen[bytes]) -> int:
     process.send_signal(signal.SIGTERM)
     return await exited(process, 30.0)
-
-
-@pytest.fixture
-async def email_queue(broker: Broker, settings: Settings) -> AsyncIterator[Drain]:
-    await declare_job_queues(broker, settings)
-    await broker.declare_queue(topology.dispatcher_queue(settings.delivery_limit))
-    channel = await broker.connection.channel()
-    queue = await channel.declare_queue(
-        topology.sender_queue("email", settings.delivery_limit).name, passive=True
-    )
-    await queue.purge()
-
-    async def drain() -> list[JobBatch]:
-        batches = []
-        while (message := await queue.get(no_ack=True, fail=False)) is not None:
-            batches.append(decode(message.body, JobBatch))
-        return batches
-
-    yield drain
-    await queue.purge()
-    await channel.close()
 
 
 async def seed(rules: Rules, targets: int = TARGETS) -> tuple[Tenant, list[int]]:

@@ -4,21 +4,21 @@ Redis and RabbitMQ."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis.asyncio as aioredis
 
-from restock_common import keys, topology
+from restock_common import keys
 from restock_common.broker import Broker
 from restock_common.db.engine import bind_tables
 from restock_common.db.tables import NotificationJob, RestockEvent, Subscription, Tenant
 from restock_common.faults import FaultPoints
-from restock_common.messages import JobBatch, RestockDetected, decode
+from restock_common.messages import JobBatch, RestockDetected
 from restock_common.settings import Settings
 from restock_common.signatures import contact_hash
-from restock_dispatcher.app import create_app, declare_job_queues
+from restock_dispatcher.app import create_app
 from restock_dispatcher.dedup import redis_key
 from restock_dispatcher.fast_dedup import RedisFastDedup
 from restock_dispatcher.freeze import PiccoloTargetStore
@@ -230,26 +230,6 @@ async def test_concurrent_restocks_of_one_window_hold_each_key_once(
 
 
 Drain = Callable[[], Awaitable[list[JobBatch]]]
-
-
-@pytest.fixture
-async def email_queue(broker: Broker, settings: Settings) -> AsyncIterator[Drain]:
-    await declare_job_queues(broker, settings)
-    channel = await broker.connection.channel()
-    queue = await channel.declare_queue(
-        topology.sender_queue("email", settings.delivery_limit).name, passive=True
-    )
-    await queue.purge()
-
-    async def drain() -> list[JobBatch]:
-        batches = []
-        while (message := await queue.get(no_ack=True, fail=False)) is not None:
-            batches.append(decode(message.body, JobBatch))
-        return batches
-
-    yield drain
-    await queue.purge()
-    await channel.close()
 
 
 async def stranded_jobs(tenant: Tenant, targets: list[int]) -> tuple[list[int], list[int]]:

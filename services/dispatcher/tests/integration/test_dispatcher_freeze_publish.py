@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -22,10 +22,10 @@ from restock_common.db.tables import (
     Tenant,
 )
 from restock_common.faults import FaultPoints
-from restock_common.messages import JobBatch, RestockDetected, decode
+from restock_common.messages import JobBatch, RestockDetected
 from restock_common.settings import Settings
 from restock_common.signatures import contact_hash
-from restock_dispatcher.app import create_app, declare_job_queues
+from restock_dispatcher.app import create_app
 from restock_dispatcher.freeze import PiccoloTargetStore
 from restock_dispatcher.handler import RestockHandler
 from restock_dispatcher.publisher import BrokerBatchPublisher
@@ -110,27 +110,6 @@ def detected(tenant: Tenant, event: RestockEvent) -> RestockDetected:
         restock_window=event.restock_window,
         detected_at=event.detected_at,
     )
-
-
-@pytest.fixture
-async def email_queue(broker: Broker, settings: Settings) -> AsyncIterator[object]:
-    """The email job queue, empty at the start; yields a function draining it into decoded batches."""
-    await declare_job_queues(broker, settings)
-    channel = await broker.connection.channel()
-    queue = await channel.declare_queue(
-        topology.sender_queue("email", settings.delivery_limit).name, passive=True
-    )
-    await queue.purge()
-
-    async def drain() -> list[JobBatch]:
-        batches = []
-        while (message := await queue.get(no_ack=True, fail=False)) is not None:
-            batches.append(decode(message.body, JobBatch))
-        return batches
-
-    yield drain
-    await queue.purge()
-    await channel.close()
 
 
 async def jobs_of(event: RestockEvent) -> list[dict[str, object]]:

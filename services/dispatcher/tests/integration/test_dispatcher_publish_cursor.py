@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from restock_common import keys, topology
+from restock_common import keys
 from restock_common.broker import Broker
 from restock_common.db.tables import NotificationJob, RestockEvent, Subscription, Tenant
 from restock_common.faults import FaultPoints
-from restock_common.messages import JobBatch, RestockDetected, decode
-from restock_common.settings import Settings
+from restock_common.messages import JobBatch, RestockDetected
 from restock_common.signatures import contact_hash
-from restock_dispatcher.app import declare_job_queues
 from restock_dispatcher.freeze import PiccoloTargetStore
 from restock_dispatcher.handler import RestockHandler, publish_batches
 from restock_dispatcher.publisher import BrokerBatchPublisher
@@ -32,26 +30,6 @@ VARIANT = 6262
 TARGETS = 7
 
 Drain = Callable[[], Awaitable[list[JobBatch]]]
-
-
-@pytest.fixture
-async def email_queue(broker: Broker, settings: Settings) -> AsyncIterator[Drain]:
-    await declare_job_queues(broker, settings)
-    channel = await broker.connection.channel()
-    queue = await channel.declare_queue(
-        topology.sender_queue("email", settings.delivery_limit).name, passive=True
-    )
-    await queue.purge()
-
-    async def drain() -> list[JobBatch]:
-        batches = []
-        while (message := await queue.get(no_ack=True, fail=False)) is not None:
-            batches.append(decode(message.body, JobBatch))
-        return batches
-
-    yield drain
-    await queue.purge()
-    await channel.close()
 
 
 async def frozen_event(engine: object) -> tuple[PiccoloTargetStore, RestockEvent, list[int]]:

@@ -4,7 +4,7 @@ and RabbitMQ (the dispatcher's handlers and consumers in-process, the clock of t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,11 +22,10 @@ from restock_common.db.tables import (
     WavePlan,
 )
 from restock_common.faults import FaultPoints
-from restock_common.messages import JobBatch, OrderCreated, OrderLine, RestockDetected, StockChanged, decode
+from restock_common.messages import JobBatch, OrderCreated, OrderLine, RestockDetected, StockChanged
 from restock_common.rules import Rules, encode_rules
 from restock_common.settings import Settings
 from restock_common.signatures import contact_hash
-from restock_dispatcher.app import declare_job_queues
 from restock_dispatcher.dedup import redis_key
 from restock_dispatcher.dry_run import DryRunner
 from restock_dispatcher.fast_dedup import RedisFastDedup
@@ -55,26 +54,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture
-async def email_queue(broker: Broker, settings: Settings) -> AsyncIterator[Drain]:
-    await declare_job_queues(broker, settings)
-    channel = await broker.connection.channel()
-    queue = await channel.declare_queue(
-        topology.sender_queue("email", settings.delivery_limit).name, passive=True
-    )
-    await queue.purge()
-
-    async def drain() -> list[JobBatch]:
-        batches = []
-        while (message := await queue.get(no_ack=True, fail=False)) is not None:
-            batches.append(decode(message.body, JobBatch))
-        return batches
-
-    yield drain
-    await queue.purge()
-    await channel.close()
 
 
 async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:

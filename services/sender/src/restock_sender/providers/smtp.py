@@ -218,6 +218,10 @@ class SmtpProvider:
         body = normalize_message_line_endings(
             flatten_message(mime, utf8=utf8, cte_type="8bit" if eight_bit else "7bit")
         )
+        if not body.endswith(
+            b"\r\n"
+        ):  # the final dot must start a line of its own (aiosmtplib does the same)
+            body += b"\r\n"
         if client.supports_extension("size"):
             options.insert(0, f"size={len(body)}")
         encoding = "utf-8" if utf8 else "ascii"

@@ -351,11 +351,31 @@ async def test_customers_redact_erases_that_customers_contacts(
 async def test_shop_redact_after_uninstall_deletes_the_shop_and_its_rows(
     shopify: Shopify, tenant_id: int, db: asyncpg.Connection
 ) -> None:
-    await add_subscription(db, tenant_id, "email", EMAIL)
+    subscription = await add_subscription(db, tenant_id, "email", EMAIL)
+    # A restock and its job: the job's only key to its shop is ``tenant`` (ADR 24), which must cascade.
+    event = await db.fetchval(
+        "INSERT INTO restock_events (tenant, variant_id, available, restock_window, source)"
+        " VALUES ($1, 1, 5, 1, 'webhook') RETURNING id",
+        tenant_id,
+    )
+    await db.execute(
+        "INSERT INTO notification_jobs (tenant, restock_event, subscription, variant_id, channel,"
+        " notification_key, priority_at) VALUES ($1, $2, $3, 1, 'email', 'redact-test', now())",
+        tenant_id,
+        event,
+        subscription,
+    )
     assert (await shopify.send("app/uninstalled", {"id": SHOP_ID})).status_code == 200
     answer = await shopify.send("shop/redact", privacy_payload())
     assert (answer.status_code, answer.json()) == (200, {"status": "deleted"})
-    for table in ("tenants", "subscriptions", "inventory_items", "rules"):
+    for table in (
+        "tenants",
+        "subscriptions",
+        "inventory_items",
+        "rules",
+        "restock_events",
+        "notification_jobs",
+    ):
         assert await count(db, table) == 0, table
     [audit] = [row for row in await audit_rows(db) if row["action"] == "privacy.shop/redact"]
     assert (audit["tenant"], audit["target_type"], audit["target_ids"]) == (None, "shop", [SHOP_ID])

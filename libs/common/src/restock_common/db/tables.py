@@ -176,9 +176,10 @@ class NotificationJob(Table, tablename="notification_jobs"):
     """One notification to one subscription for one restock: the state machine of DESIGN.md."""
 
     id = BigSerial(primary_key=True)
-    tenant = ForeignKey(references=Tenant)
-    # restock_events.id and subscriptions.id, without foreign keys: their checks were a third of a freeze's
-    # cost per job, and neither row is ever deleted but with its shop, whose key here cascades (ADR 24).
+    # tenants.id, restock_events.id and subscriptions.id without foreign keys: their checks were over half
+    # of a freeze's cost per job. Events and subscriptions go only with their shop, and a shop's deletion
+    # deletes its jobs (trigger ``notification_jobs_follow_tenant``), as the tenant key's cascade did (ADR 24)
+    tenant = BigInt()
     restock_event = BigInt()
     subscription = BigInt(index=True)
     variant_id = BigInt()

@@ -6,8 +6,9 @@ from there. Events frozen before this migration were published job by job: they 
 The partial index is the sweeper's: frozen events whose publish never finished. The jobs' index by event and
 state gains ``id``, so a page of the cursor is read in (``priority_at``, ``id``) order straight from the
 index (without it every page sorted every pending job of the event: 180 ms a page at 100,000). The jobs'
-foreign keys to their subscription and restock event go: their checks were a third of each inserted job's
-cost, and neither parent is ever deleted but with its shop, whose key on the jobs cascades (ADR 24)."""
+foreign keys go: their checks were over half of each inserted job's cost. Subscriptions and events are
+never deleted but with their shop; a shop's deletion deletes its jobs by a trigger on ``tenants``, as the
+tenant key's cascade did (ADR 24)."""
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.table import Table
@@ -25,9 +26,18 @@ CREATE = (
     "DROP INDEX notification_jobs_event_state",
     "CREATE INDEX notification_jobs_event_state ON notification_jobs (restock_event, state, priority_at, id)",
     "ALTER TABLE notification_jobs DROP CONSTRAINT notification_jobs_subscription_fkey,"
-    " DROP CONSTRAINT notification_jobs_restock_event_fkey",
+    " DROP CONSTRAINT notification_jobs_restock_event_fkey, DROP CONSTRAINT notification_jobs_tenant_fkey",
+    # What the tenant's ON DELETE CASCADE did, paid once per deleted shop instead of once per inserted job.
+    "CREATE FUNCTION notification_jobs_follow_tenant() RETURNS trigger LANGUAGE plpgsql AS"
+    " $$ BEGIN DELETE FROM notification_jobs WHERE tenant = OLD.id; RETURN OLD; END $$",
+    "CREATE TRIGGER notification_jobs_follow_tenant BEFORE DELETE ON tenants"
+    " FOR EACH ROW EXECUTE FUNCTION notification_jobs_follow_tenant()",
 )
 DROP = (
+    "DROP TRIGGER IF EXISTS notification_jobs_follow_tenant ON tenants",
+    "DROP FUNCTION IF EXISTS notification_jobs_follow_tenant()",
+    "ALTER TABLE notification_jobs ADD CONSTRAINT notification_jobs_tenant_fkey FOREIGN KEY (tenant)"
+    " REFERENCES tenants (id) ON UPDATE CASCADE ON DELETE CASCADE",
     "ALTER TABLE notification_jobs ADD CONSTRAINT notification_jobs_subscription_fkey FOREIGN KEY (subscription)"
     " REFERENCES subscriptions (id) ON UPDATE CASCADE ON DELETE CASCADE,"
     " ADD CONSTRAINT notification_jobs_restock_event_fkey FOREIGN KEY (restock_event)"

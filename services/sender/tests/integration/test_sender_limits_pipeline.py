@@ -12,32 +12,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from restock_common import keys, topology
+from restock_common import topology
 from restock_common.broker import Broker
 from restock_common.db.engine import bind_tables
 from restock_common.db.tables import (
     ChannelPause,
-    InventoryItem,
     NotificationJob,
     NotificationLog,
-    RestockEvent,
-    Subscription,
-    Tenant,
 )
 from restock_common.messages import JobBatch
 from restock_common.settings import Settings
-from restock_common.signatures import contact_hash
 from restock_sandbox.smtp.inbox import FaultRule, Inbox
 from restock_sandbox.smtp.server import InboxHandler, start_smtp_server
 from restock_sender.app import create_app
+
+# The integration conftest's fixture: (shop, variant, addresses) -> the jobs seeded, FIFO.
+SeedEmailJobs = Callable[[str, int, Sequence[str]], Awaitable[list[NotificationJob]]]
 
 pytestmark = pytest.mark.integration
 
@@ -83,50 +81,6 @@ def sender_settings(settings: Settings, smtp_port: int, **changes: Any) -> Setti
     )
 
 
-async def seed(*addresses: str) -> list[int]:
-    """One shop, one restock, one pending job per address, FIFO in the order given."""
-    tenant = Tenant(shop_domain=SHOP)
-    await tenant.save()
-    await InventoryItem(tenant=tenant.id, inventory_item_id=5, variant_id=VARIANT, title="Red Scarf").save()
-    detected_at = datetime(2026, 11, 1, tzinfo=UTC)
-    window = keys.restock_window(detected_at)
-    event = RestockEvent(
-        tenant=tenant.id,
-        variant_id=VARIANT,
-        available=9,
-        restock_window=window,
-        source="webhook",
-        detected_at=detected_at,
-    )
-    await event.save()
-    job_ids = []
-    for offset, address in enumerate(addresses):
-        subscription = Subscription(
-            tenant=tenant.id,
-            variant_id=VARIANT,
-            channel="email",
-            email=address,
-            contact_hash=contact_hash(address),
-            state="confirmed",
-            subscribed_at=detected_at - timedelta(days=1) + timedelta(seconds=offset),
-        )
-        await subscription.save()
-        job = NotificationJob(
-            tenant=tenant.id,
-            restock_event=event.id,
-            subscription=subscription.id,
-            variant_id=VARIANT,
-            channel="email",
-            notification_key=keys.notification_key(VARIANT, subscription.id, window),
-            state="pending",
-            priority_at=subscription.subscribed_at,
-            enqueued_at=datetime.now(UTC),
-        )
-        await job.save()
-        job_ids.append(job.id)
-    return job_ids
-
-
 async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not await predicate():
@@ -150,12 +104,18 @@ def sample(metrics: str, name: str, **labels: str) -> float:
 
 
 async def test_saturated_domain_is_deferred_while_other_mail_goes_through_and_all_are_sent_once(
-    fresh: None, engine: Any, broker: Broker, settings: Settings, inbox: tuple[Inbox, int]
+    fresh: None,
+    engine: Any,
+    broker: Broker,
+    settings: Settings,
+    inbox: tuple[Inbox, int],
+    seed_email_jobs: SeedEmailJobs,
 ) -> None:
     mailbox, port = inbox
     slow = [f"s{i}@slow.test" for i in range(6)]
     fast = [f"f{i}@fast.test" for i in range(4)]
-    job_ids = await seed(*slow, *fast)  # the slow domain's jobs are first in line
+    # the slow domain's jobs are first in line
+    job_ids = [job.id for job in await seed_email_jobs(SHOP, VARIANT, [*slow, *fast])]
     app = create_app(
         sender_settings(settings, port, email_domain_limits={"slow.test": 2.0}, limit_queue_seconds=0.6)
     )
@@ -207,10 +167,11 @@ async def test_smtp_535_pauses_the_channel_loses_nothing_and_resumes_when_fixed(
     settings: Settings,
     inbox: tuple[Inbox, int],
     caplog: pytest.LogCaptureFixture,
+    seed_email_jobs: SeedEmailJobs,
 ) -> None:
     mailbox, port = inbox
     addresses = [f"shopper{i}@example.com" for i in range(5)]
-    job_ids = await seed(*addresses)
+    job_ids = [job.id for job in await seed_email_jobs(SHOP, VARIANT, addresses)]
     mailbox.add_fault(FaultRule("*", 535, "5.7.8 Authentication credentials invalid", times=None))
     app = create_app(sender_settings(settings, port, channel_probe_seconds=0.3))
     routing_key = topology.jobs_routing_key("email")

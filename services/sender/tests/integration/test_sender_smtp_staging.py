@@ -14,9 +14,8 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +23,16 @@ import httpx
 import pytest
 from aiosmtpd.smtp import SMTP as SMTPServer
 
-from restock_common import keys, topology
+from restock_common import topology
 from restock_common.broker import Broker
-from restock_common.db.tables import InventoryItem, NotificationJob, RestockEvent, Subscription, Tenant
+from restock_common.db.tables import NotificationJob
 from restock_common.messages import JobBatch
-from restock_common.signatures import contact_hash
 from restock_sender.delivery import ProviderError
 from restock_sender.ports import EmailMessage, StagedEmail
 from restock_sender.providers.smtp import SmtpProvider, message_id
+
+# The integration conftest's fixture: (shop, variant, addresses) -> the jobs seeded, FIFO.
+SeedEmailJobs = Callable[[str, int, Sequence[str]], Awaitable[list[NotificationJob]]]
 
 pytestmark = pytest.mark.integration
 
@@ -180,44 +181,6 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def seed(count: int) -> list[NotificationJob]:
-    tenant = Tenant(shop_domain=SHOP)
-    await tenant.save()
-    await InventoryItem(tenant=tenant.id, inventory_item_id=5, variant_id=VARIANT, title="Red Scarf").save()
-    detected_at = datetime(2026, 5, 1, tzinfo=UTC)
-    window = keys.restock_window(detected_at)
-    event = RestockEvent(
-        tenant=tenant.id, variant_id=VARIANT, available=9, restock_window=window, source="webhook"
-    )
-    await event.save()
-    jobs = []
-    for n in range(count):
-        address = f"crash{n}@example.com"
-        subscription = Subscription(
-            tenant=tenant.id,
-            variant_id=VARIANT,
-            channel="email",
-            email=address,
-            contact_hash=contact_hash(address),
-            state="confirmed",
-            subscribed_at=detected_at - timedelta(days=1) + timedelta(seconds=n),
-        )
-        await subscription.save()
-        job = NotificationJob(
-            tenant=tenant.id,
-            restock_event=event.id,
-            subscription=subscription.id,
-            variant_id=VARIANT,
-            channel="email",
-            notification_key=keys.notification_key(VARIANT, subscription.id, window),
-            state="pending",
-            priority_at=subscription.subscribed_at,
-        )
-        await job.save()
-        jobs.append(job)
-    return jobs
-
-
 def start_sender(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "restock_sender", "--channel", "email"],
@@ -261,9 +224,10 @@ async def test_a_sender_killed_in_its_provider_call_window_leaves_one_job_unknow
     peer: tuple[Peer, int],
     tmp_path: Path,
     point: str,
+    seed_email_jobs: SeedEmailJobs,
 ) -> None:
     handler, smtp_port = peer
-    jobs = await seed(24)
+    jobs = await seed_email_jobs(SHOP, VARIANT, [f"crash{n}@example.com" for n in range(24)])
     http_port = free_port()
     env = {
         **os.environ,

@@ -344,22 +344,26 @@ async def test_a_configuration_error_pauses_the_channel_and_returns_the_job_due_
     assert store.deferred == [Deferral(2, NOW + timedelta(seconds=30), "channel-paused")]
 
 
+class Stale:
+    """Grants every send at once, as if each reservation had been made long ago (a loaded machine)."""
+
+    async def acquire(self, limits: Sequence[Limit], max_wait_us: int) -> Verdict:
+        return Granted(0)
+
+
+class TimedProvider(SlowProvider):
+    """Records the loop time of each provider call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.instants: list[float] = []
+
+    async def send(self, message: EmailMessage) -> ProviderReceipt:
+        self.instants.append(asyncio.get_running_loop().time())
+        return await super().send(message)
+
+
 async def test_sends_whose_reservations_went_stale_still_reach_the_provider_one_interval_apart() -> None:
-    class Stale:
-        """Grants every send at once, as if each reservation had been made long ago (a loaded machine)."""
-
-        async def acquire(self, limits: Sequence[Limit], max_wait_us: int) -> Verdict:
-            return Granted(0)
-
-    class TimedProvider(SlowProvider):
-        def __init__(self) -> None:
-            super().__init__()
-            self.instants: list[float] = []
-
-        async def send(self, message: EmailMessage) -> ProviderReceipt:
-            self.instants.append(asyncio.get_running_loop().time())
-            return await super().send(message)
-
     pause = ChannelPause("email", FakePauseStore())
     store = FakeAdmissionStore(*(route(i, "slow.test") for i in range(1, 4)))
     config = LimitConfig({"email": None}, {"slow.test": 20.0}, None, None, None)
@@ -380,19 +384,6 @@ async def test_late_sends_to_several_domains_never_exceed_a_shared_limit_at_the_
     """The release guard counts the calls actually made on *every* limit of a send (ADR 23): sends
     reserved long ago on three domains (each its own tightest limit, so the planned spacing does not meet)
     still make at most two calls within any second on the global 2/s limit they share."""
-
-    class Stale:
-        async def acquire(self, limits: Sequence[Limit], max_wait_us: int) -> Verdict:
-            return Granted(0)
-
-    class TimedProvider(SlowProvider):
-        def __init__(self) -> None:
-            super().__init__()
-            self.instants: list[float] = []
-
-        async def send(self, message: EmailMessage) -> ProviderReceipt:
-            self.instants.append(asyncio.get_running_loop().time())
-            return await super().send(message)
 
     domains = ["a.test", "b.test", "c.test"]
     pause = ChannelPause("email", FakePauseStore())
@@ -415,24 +406,11 @@ async def test_the_release_guard_counts_a_call_when_it_goes_out_after_its_mark_n
     Counted before its mark, it would leave room in the second it is actually sent in, and three calls
     would reach the provider within one second on a 2/s limit."""
 
-    class Stale:
-        async def acquire(self, limits: Sequence[Limit], max_wait_us: int) -> Verdict:
-            return Granted(0)
-
     class SlowMark(FakeJobStore):
         async def mark_provider_call(self, job: ClaimedJob) -> bool:
             if job.job_id == 1:
                 await asyncio.sleep(0.9)
             return await super().mark_provider_call(job)
-
-    class TimedProvider(SlowProvider):
-        def __init__(self) -> None:
-            super().__init__()
-            self.instants: list[float] = []
-
-        async def send(self, message: EmailMessage) -> ProviderReceipt:
-            self.instants.append(asyncio.get_running_loop().time())
-            return await super().send(message)
 
     domains = ["a.test", "b.test", "c.test", "d.test"]
     pause = ChannelPause("email", FakePauseStore())

@@ -188,6 +188,13 @@ async def test_killed_between_wave_release_and_publish_then_restarted(
     assert len(wave_1) >= 6
     assert len(set(wave_1)) == len(wave_1)
     assert set(wave_1) <= set(released)
+    # A batch of wave 2 the restock's publish had sent when the kill came (its confirm and the commit marking
+    # it enqueued never happened) is on the broker yet unmarked: the restart publishes it again, which the
+    # sender's compare-and-set claim makes harmless (ADR 10). Only such jobs may go twice.
+    unmarked = await NotificationJob.select(NotificationJob.id).where(
+        (NotificationJob.state == "pending") & NotificationJob.enqueued_at.is_null()
+    )
+    sent_uncommitted = set(wave_1) & {row["id"] for row in unmarked}
 
     restarted = start(test_env, log)
     try:
@@ -202,11 +209,12 @@ async def test_killed_between_wave_release_and_publish_then_restarted(
             assert asyncio.get_running_loop().time() < deadline, "the line never emptied"
             await asyncio.sleep(0.2)
         everyone = await pending_ids()
-        seen = await collect_until(email_queue, sorted(set(everyone) - set(wave_1)))
+        once = sorted(set(everyone) - set(wave_1))
+        seen = await collect_until(email_queue, once + sorted(sent_uncommitted))
     finally:
         assert await stop(restarted) == 0, log.read_text()[-3000:]
     assert set(expected) <= set(seen)
-    assert seen == Counter(sorted(set(everyone) - set(wave_1))), "each released job exactly once"
+    assert seen == Counter(once) + Counter(sent_uncommitted), "each released job once, unless its mark was lost"
     await assert_one_job_per_target(targets)
     waves = await NotificationJob.select(NotificationJob.wave).where(NotificationJob.state == "pending")
     assert Counter(row["wave"] for row in waves) == {1: 6, 2: 6, 3: 6, 4: 6, 5: 6, 6: 6, 7: 4}

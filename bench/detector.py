@@ -31,7 +31,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,6 +39,7 @@ from typing import Any
 import aio_pika
 import asyncpg
 import httpx
+from tools import loadgen
 from tools.harness import (
     AMQP_ROOT,
     ROOT,
@@ -72,8 +73,7 @@ RATE = 500  # requests/s
 DURATION_S = 10.0
 WARMUP_REQUESTS = 500  # at RATE, before each measured run: connections, pools and caches warm
 REQUEST_TIMEOUT_S = 5.0  # from the request's due time; later answers count as errors
-CLIENTS = 8
-CONNECTIONS_PER_CLIENT = 8
+CONNECTIONS = 64  # keep-alive connections of the open-loop generator
 LOAD_VARIANTS = 1_000
 LOAD_LEVELS = (0, 5, 0, 3, 7)
 WARMUP_VARIANTS = 250
@@ -210,21 +210,20 @@ class Load:
         return _p(self.latencies_ms, q)
 
 
-async def _timed(
-    client: httpx.AsyncClient, url: str, webhook: Webhook, due: float
-) -> tuple[float | None, str, float]:
+async def _timed(pool: loadgen.Pool, request: bytes, due: float) -> tuple[float | None, str, float]:
     """(latency from the due time in ms or None, status or error, when it ended); a request still
     unanswered ``REQUEST_TIMEOUT_S`` after its due time is abandoned and counted as an error."""
-    body, headers = webhook
     try:
         async with asyncio.timeout_at(_loop_time(due + REQUEST_TIMEOUT_S)):
-            answer = await client.post(url, content=body, headers=headers)
-    except (httpx.HTTPError, TimeoutError) as error:
+            answer = await pool.request(request)
+    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, loadgen.ProtocolError) as error:
         return None, type(error).__name__, time.perf_counter()
+    except TimeoutError:
+        return None, "TimeoutError", time.perf_counter()
     done = time.perf_counter()
-    if answer.status_code != 200:
-        return None, f"http {answer.status_code}", done
-    return (done - due) * 1000, str(answer.json().get("status")), done
+    if answer.status != 200:
+        return None, f"http {answer.status}", done
+    return (done - due) * 1000, str(json.loads(answer.body).get("status")), done
 
 
 def _loop_time(perf_counter_at: float) -> float:
@@ -235,25 +234,20 @@ def _loop_time(perf_counter_at: float) -> float:
 async def open_loop(url: str, webhooks: list[Webhook]) -> Load:
     """Send each webhook at its due time (``RATE`` per second), whether or not earlier ones answered.
 
-    Several clients with small pools, round robin: one httpx client with many requests in flight spends
-    more CPU per request than the bare route does answering it (measured here: 32 in flight on one
-    client halved the rate 8 reached), and the generator shares this machine's cores with the servers.
+    The requests are encoded before the run and sent by ``tools.loadgen`` over ``CONNECTIONS`` keep-alive
+    connections: the generator shares this machine's two cores with the servers, and httpx's clients cost
+    as much CPU per request as the detector spends answering it (ADR 22).
     """
-    limits = httpx.Limits(max_connections=CONNECTIONS_PER_CLIENT)
-    async with AsyncExitStack() as stack:
-        clients = [
-            await stack.enter_async_context(httpx.AsyncClient(limits=limits, timeout=None))
-            for _ in range(CLIENTS)
-        ]
+    requests = [loadgen.encode_post(url, WEBHOOK_PATH, body, headers) for body, headers in webhooks]
+    async with loadgen.Pool(url, CONNECTIONS) as pool:
         start = time.perf_counter() + 0.05
         tasks = []
-        for i, webhook in enumerate(webhooks):
+        for i, request in enumerate(requests):
             due = start + i / RATE
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            client = clients[i % CLIENTS]
-            tasks.append(asyncio.create_task(_timed(client, f"{url}{WEBHOOK_PATH}", webhook, due)))
+            tasks.append(asyncio.create_task(_timed(pool, request, due)))
         outcomes = await asyncio.gather(*tasks)
     latencies = [latency for latency, _, _ in outcomes if latency is not None]
     last_done = max(done for _, _, done in outcomes)

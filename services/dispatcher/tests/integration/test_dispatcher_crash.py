@@ -214,7 +214,7 @@ async def test_killed_between_wave_release_and_publish_then_restarted(
     finally:
         assert await stop(restarted) == 0, log.read_text()[-3000:]
     assert set(expected) <= set(seen)
-    assert seen == Counter(once) + Counter(sent_uncommitted), "each released job once, unless its mark was lost"
+    assert seen == Counter(once) + Counter(sent_uncommitted), "each job once, unless its mark was lost"
     await assert_one_job_per_target(targets)
     waves = await NotificationJob.select(NotificationJob.wave).where(NotificationJob.state == "pending")
     assert Counter(row["wave"] for row in waves) == {1: 6, 2: 6, 3: 6, 4: 6, 5: 6, 6: 6, 7: 4}

@@ -5,12 +5,9 @@ the next request."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import socket
-import sys
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -19,20 +16,6 @@ import uvicorn
 from litestar import Litestar, Request, post
 from litestar.response import Stream
 
-LOADGEN = Path(__file__).resolve().parents[2] / "bench" / "tools" / "loadgen.py"
-
-
-def _loadgen() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_loadgen", LOADGEN)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-loadgen = _loadgen()
 connections_seen: set[tuple[str, int]] = set()
 
 
@@ -79,31 +62,37 @@ async def server() -> AsyncIterator[str]:
     await task
 
 
-def requests(url: str, count: int) -> Iterator[bytes]:
+def requests(loadgen: ModuleType, url: str, count: int) -> Iterator[bytes]:
     for n in range(count):
         yield loadgen.encode_post(url, "/echo", json.dumps({"n": n}).encode(), {"X-Topic": f"t{n}"})
 
 
-async def test_every_answer_is_its_own_requests_over_reused_connections(server: str) -> None:
+async def test_every_answer_is_its_own_requests_over_reused_connections(
+    server: str, loadgen: ModuleType
+) -> None:
     async with loadgen.Pool(server, 4) as pool:
-        answers = await asyncio.gather(*(pool.request(raw) for raw in requests(server, 60)))
+        answers = await asyncio.gather(*(pool.request(raw) for raw in requests(loadgen, server, 60)))
     assert [answer.status for answer in answers] == [200] * 60
     assert [json.loads(answer.body) for answer in answers] == [{"n": n, "topic": f"t{n}"} for n in range(60)]
     assert len(connections_seen) <= 4  # 60 requests, at most the pool's 4 connections
 
 
-async def test_a_request_abandoned_mid_answer_does_not_lend_its_answer_to_the_next(server: str) -> None:
+async def test_a_request_abandoned_mid_answer_does_not_lend_its_answer_to_the_next(
+    server: str, loadgen: ModuleType
+) -> None:
     slow = loadgen.encode_post(server, "/echo", json.dumps({"n": "slow", "sleep": 0.5}).encode(), {})
     async with loadgen.Pool(server, 1) as pool:
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.1):
                 await pool.request(slow)
-        [raw] = requests(server, 1)
+        [raw] = requests(loadgen, server, 1)
         answer = await pool.request(raw)
     assert json.loads(answer.body) == {"n": 0, "topic": "t0"}
 
 
-async def test_an_answer_without_content_length_is_an_error_not_a_guess(server: str) -> None:
+async def test_an_answer_without_content_length_is_an_error_not_a_guess(
+    server: str, loadgen: ModuleType
+) -> None:
     async with loadgen.Pool(server, 1) as pool:
         with pytest.raises(loadgen.ProtocolError):
             await pool.request(loadgen.encode_post(server, "/chunked", b"{}", {}))

@@ -2,15 +2,10 @@
 
 A row is marked only after the broker confirmed it, in the transaction that locked it, so a crash between
 the two publishes it again (at least once; consumers deduplicate by ``message_id`` and the notification
-key). ``FOR UPDATE SKIP LOCKED`` lets several detector replicas relay side by side. A batch is published
-``IN_FLIGHT`` rows at a time: started in row order on the one channel (so they reach the broker in that
-order), their confirms awaited together. Awaiting each confirm before the next publish cost twice the CPU
-per message; a whole batch at once held the event loop long enough to show in the webhooks' p99 (ADR 22).
-A failed publish ends the batch: the rows before it are marked, it and the rows after it stay for the
-next round, after a backoff, and go out again in order (a row of its window that the broker had confirmed
-reaches its consumer twice, which at least once allows). The relay wakes when a webhook committed a row
-(then lingers ``LINGER_SECONDS``, so that under load one claim takes the rows of several webhooks instead
-of four round trips each), and polls otherwise.
+key). ``FOR UPDATE SKIP LOCKED`` lets several detector replicas relay side by side. A failed publish ends
+the batch: the rows before it are marked, it and the rows after it stay for the next round, after a
+backoff. The relay wakes when a webhook committed a row (then lingers ``LINGER_SECONDS``, so that under
+load one claim takes the rows of several webhooks instead of four round trips each), and polls otherwise.
 """
 
 from __future__ import annotations
@@ -20,7 +15,7 @@ import contextlib
 import logging
 
 from restock_common.faults import FaultPoints
-from restock_detector.ports import OutboxBatch, OutboxRow, OutboxStore, Publisher
+from restock_detector.ports import OutboxBatch, OutboxStore, Publisher
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +23,6 @@ BATCH_SIZE = 100
 PUBLISH_TIMEOUT_SECONDS = 10.0
 MAX_BACKOFF_SECONDS = 30.0
 LINGER_SECONDS = 0.02
-# Publishes awaiting their confirms together (see the module's rules).
-IN_FLIGHT = 10
 
 
 class OutboxWakeup:
@@ -105,26 +98,21 @@ class OutboxRelay:
             return published, published == len(batch.rows)
 
     async def _publish(self, batch: OutboxBatch) -> int:
-        outcomes: list[BaseException | None] = []
-        for start in range(0, len(batch.rows), IN_FLIGHT):
-            window = batch.rows[start : start + IN_FLIGHT]
-            settled = await asyncio.gather(
-                *(self._publish_row(row) for row in window), return_exceptions=True
-            )
-            outcomes += settled
-            if any(isinstance(outcome, BaseException) for outcome in settled):
-                break  # the rows after this window stay unpublished
         confirmed: list[int] = []
         try:
-            for row, outcome in zip(batch.rows, outcomes, strict=False):
-                if isinstance(outcome, BaseException):
+            for row in batch.rows:
+                try:
+                    async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+                        await self.publisher.publish_raw(
+                            row.payload,
+                            row.routing_key,
+                            message_id=row.message_id,
+                            traceparent=row.traceparent,
+                        )
+                except Exception as error:
                     log.warning(
                         "outbox publish failed; row kept",
-                        extra={
-                            "outbox_id": row.id,
-                            "message_id": row.message_id,
-                            "error": repr(outcome)[:200],
-                        },
+                        extra={"outbox_id": row.id, "message_id": row.message_id, "error": repr(error)[:200]},
                     )
                     await batch.note_failure(row.id)
                     return len(confirmed)
@@ -132,15 +120,9 @@ class OutboxRelay:
                 confirmed.append(row.id)
             return len(confirmed)
         finally:
-            # One statement for the batch's confirmed rows (up to the first failure), in its transaction.
+            # One statement for the batch's confirmed rows, in the batch's transaction.
             if confirmed:
                 await batch.mark_published(confirmed)
-
-    async def _publish_row(self, row: OutboxRow) -> None:
-        async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
-            await self.publisher.publish_raw(
-                row.payload, row.routing_key, message_id=row.message_id, traceparent=row.traceparent
-            )
 
     async def _pause(self, event: asyncio.Event, seconds: float) -> None:
         """Sleep until ``event`` is set (stop sets both) or ``seconds`` pass."""

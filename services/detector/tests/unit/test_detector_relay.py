@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from restock_common.faults import FaultPoints
 from restock_detector.ports import OutboxRow
-from restock_detector.relay import IN_FLIGHT, OutboxRelay, OutboxWakeup
+from restock_detector.relay import OutboxRelay, OutboxWakeup
 
 
 class FakeBatch:
@@ -83,52 +83,7 @@ async def test_a_failed_publish_ends_the_batch_and_keeps_it_and_the_rest() -> No
     publisher.fail_on.clear()  # the broker is back
     assert await relay(outbox, publisher).relay_once() == (3, True)
     assert outbox.published == [1, 2, 3, 4]
-    # The rows after the failed one were in flight with it: confirmed then but unmarked, so sent again in
-    # order after it (at least once; each row's last copy is in row order).
-    assert [sent[2] for sent in publisher.sent] == ["m-1", "m-3", "m-4", "m-2", "m-3", "m-4"]
-
-
-async def test_a_failure_stops_the_windows_after_it() -> None:
-    outbox, publisher = FakeOutbox(IN_FLIGHT * 3), FakePublisher(fail_on={"m-2"})
-    assert await relay(outbox, publisher).relay_once() == (1, False)
-    assert len(publisher.sent) == IN_FLIGHT - 1  # its own window went out; none after it
-
-
-class WindowPublisher(FakePublisher):
-    """Confirms nothing until ``IN_FLIGHT`` publishes are waiting (or the batch's last): a relay awaiting
-    each confirm before the next publish would never get there; one with more in flight shows in
-    ``most_in_flight``."""
-
-    def __init__(self, total: int) -> None:
-        super().__init__()
-        self.total = total
-        self.in_flight = 0
-        self.most_in_flight = 0
-        self.confirm = asyncio.Event()
-
-    async def publish_raw(
-        self, body: bytes, routing_key: str, *, message_id: str, traceparent: str | None = None
-    ) -> None:
-        # Recorded when it starts: the order the broker receives them in.
-        await super().publish_raw(body, routing_key, message_id=message_id, traceparent=traceparent)
-        self.in_flight += 1
-        self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        if self.in_flight == IN_FLIGHT or len(self.sent) == self.total:
-            self.confirm.set()
-        await self.confirm.wait()
-        self.in_flight -= 1
-        if self.in_flight == 0:
-            self.confirm.clear()
-
-
-async def test_a_batch_goes_a_window_at_a_time_in_row_order() -> None:
-    total = IN_FLIGHT * 2 + 3
-    outbox, publisher = FakeOutbox(total), WindowPublisher(total)
-    async with asyncio.timeout(5):
-        assert await relay(outbox, publisher).relay_once() == (total, True)
-    assert publisher.most_in_flight == IN_FLIGHT
-    assert [sent[2] for sent in publisher.sent] == [f"m-{i}" for i in range(1, total + 1)]
-    assert outbox.published == list(range(1, total + 1))
+    assert [sent[2] for sent in publisher.sent] == ["m-1", "m-2", "m-3", "m-4"]
 
 
 async def test_batches_are_bounded() -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from restock_common import topology
 from restock_common.rules import Rules
 from restock_detector.admin_graphql import BulkStatus, CatalogVariant, ItemOwner, VariantPage
 
@@ -178,6 +179,33 @@ class OutboxMessage:
 
 
 @dataclass(frozen=True)
+class RestockMessage:
+    """The ``restock.detected`` outbox row of a restock being recorded, written by the statement that inserts
+    the restock event: its payload is ``before`` + the new event's id + ``after`` (``restocks.py`` makes the
+    two halves from the encoded message, so the bytes are the message's own)."""
+
+    message_id: uuid.UUID
+    ordering_key: str
+    before: str
+    after: str
+    traceparent: str | None
+
+    def payload(self, restock_event_id: int) -> str:
+        return f"{self.before}{restock_event_id}{self.after}"
+
+    def row(self, tenant_id: int, restock_event_id: int) -> OutboxMessage:
+        """The outbox row as written once the event has its id."""
+        return OutboxMessage(
+            tenant_id,
+            topology.RESTOCK_DETECTED,
+            self.message_id,
+            self.ordering_key,
+            self.payload(restock_event_id),
+            self.traceparent,
+        )
+
+
+@dataclass(frozen=True)
 class OutboxRow:
     """An unpublished outbox row, as the relay sees it."""
 
@@ -240,8 +268,9 @@ class UnitOfWork(Protocol):
         """Remember the variant's new total and whether (since when) it is armed; ``change`` (its
         ``stock.changed`` message) is enqueued with it."""
 
-    async def record_restock(self, restock: NewRestock) -> int:
-        """Insert the restock event, start the variant's cooldown, disarm it; returns the event id."""
+    async def record_restock(self, restock: NewRestock, message: RestockMessage) -> int:
+        """Insert the restock event, start the variant's cooldown, disarm it and enqueue its
+        ``restock.detected`` message, in one statement; returns the event id."""
 
     async def enqueue(self, message: OutboxMessage) -> None:
         """Add an event to the outbox, to be published by the relay after commit."""

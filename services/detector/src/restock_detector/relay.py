@@ -98,6 +98,9 @@ class OutboxRelay:
             return published, published == len(batch.rows)
 
     async def _publish(self, batch: OutboxBatch) -> int:
+        # One confirm at a time, on purpose: pipelined confirms halve the CPU per message but do the relay's
+        # work inside a burst of restocks, on the event loop the webhooks answer on (ADR 22: their p99 went
+        # from under 20 ms to 34-178 ms). At this pace the relay falls behind in a burst and catches up after.
         confirmed: list[int] = []
         try:
             for row in batch.rows:

@@ -26,6 +26,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import SpanKind
 
+from restock_common import topology
 from restock_common.rules import DEFAULT_RULES, Rules, decode_rules
 from restock_detector import ports
 
@@ -186,6 +187,10 @@ WITH event AS (
     RETURNING id
 ), cooled AS (
     UPDATE variant_states SET last_restock_at = $7, armed_at = NULL WHERE tenant = $1 AND variant_id = $2
+), queued AS (
+    INSERT INTO outbox (tenant, routing_key, message_id, ordering_key, payload, traceparent, created_at,
+                        publish_attempts)
+    SELECT $1, $9, $10, $11, $12::text || event.id::text || $13::text, $14, now(), 0 FROM event
 )
 SELECT id FROM event
 """
@@ -463,7 +468,7 @@ class PostgresUnitOfWork:
             change.traceparent,
         )
 
-    async def record_restock(self, restock: ports.NewRestock) -> int:
+    async def record_restock(self, restock: ports.NewRestock, message: ports.RestockMessage) -> int:
         event_id = await self.connection.fetchval(
             _RECORD_RESTOCK,
             restock.tenant_id,
@@ -474,6 +479,12 @@ class PostgresUnitOfWork:
             restock.source,
             restock.detected_at,
             restock.traceparent,
+            topology.RESTOCK_DETECTED,
+            message.message_id,
+            message.ordering_key,
+            message.before,
+            message.after,
+            message.traceparent,
         )
         return int(event_id)
 

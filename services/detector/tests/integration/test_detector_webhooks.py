@@ -234,6 +234,8 @@ async def test_zero_to_five_writes_one_restock_event_and_one_outbox_row(
         restock_window=event["restock_window"],
         detected_at=clock.now,
     )
+    # Written by the event's own statement, its id put in place: the bytes are the message's encoding.
+    assert row["payload"] == messages.encode(detected).decode()
     [state] = await rows(db, "variant_states")
     assert (state["available"], state["last_restock_at"]) == (5, clock.now)
 

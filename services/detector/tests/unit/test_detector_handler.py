@@ -31,6 +31,7 @@ from restock_detector.ports import (
     NewRestock,
     OutboxMessage,
     Receipt,
+    RestockMessage,
     ShopAccess,
     Tenant,
     VariantMemory,
@@ -149,12 +150,16 @@ class FakeUnitOfWork:
             available, self.data.variants[variant_id].last_restock_at, armed_at
         )
 
-    async def record_restock(self, restock: NewRestock) -> int:
+    async def record_restock(self, restock: NewRestock, message: RestockMessage) -> int:
         self.store.calls.append("record_restock")
+        if self.store.fail_on_enqueue:
+            raise ConnectionError("database went away")
         self.data.restocks.append(restock)
         memory = self.data.variants[restock.variant_id]
         self.data.variants[restock.variant_id] = VariantMemory(memory.available, restock.detected_at, None)
-        return len(self.data.restocks)
+        event_id = len(self.data.restocks)
+        self.data.outbox.append(message.row(restock.tenant_id, event_id))
+        return event_id
 
     async def enqueue(self, message: OutboxMessage) -> None:
         self.store.calls.append("enqueue")

@@ -25,6 +25,7 @@ from restock_detector.ports import (
     LockedVariant,
     NewRestock,
     OutboxMessage,
+    RestockMessage,
     ShopAccess,
     SyncState,
     VariantMemory,
@@ -175,11 +176,13 @@ class FakeWork:
         if change is not None:
             self.db.outbox.append(change)
 
-    async def record_restock(self, restock: NewRestock) -> int:
+    async def record_restock(self, restock: NewRestock, message: RestockMessage) -> int:
         self.db.restocks.append(restock)
         memory = self.db.variants[restock.variant_id]
         self.db.variants[restock.variant_id] = VariantMemory(memory.available, restock.detected_at, None)
-        return len(self.db.restocks)
+        event_id = len(self.db.restocks)
+        self.db.outbox.append(message.row(restock.tenant_id, event_id))
+        return event_id
 
     async def enqueue(self, message: OutboxMessage) -> None:
         self.db.outbox.append(message)

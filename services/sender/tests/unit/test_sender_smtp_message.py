@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import email
+import email.message
+import email.policy
 import hashlib
 import subprocess
 import sys
+from email.utils import parseaddr
 
 import aiosmtplib
 import pytest
 
 from restock_sender.delivery import ProviderError
 from restock_sender.ports import EmailMessage, RenderError, TemplateRecord
-from restock_sender.providers.smtp import compose, message_id, provider_error
+from restock_sender.providers.smtp import compose, flatten, message_id, provider_error
 from restock_sender.templates import BUILTIN_EMAIL, JinjaRenderer, restock_variables
 
 
@@ -37,8 +41,85 @@ def test_compose_is_multipart_with_our_headers() -> None:
     assert mime["traceparent"] == traceparent
     assert mime["From"] == "Restock <alerts@restock.localhost>"
     assert mime.get_content_type() == "multipart/alternative"
-    parts = [part.get_content_type() for part in mime.iter_parts()]
+    parts = [part.get_content_type() for part in mime.get_payload()]
     assert parts == ["text/plain", "text/html"]
+
+
+LONG_URL = "https://restock.example/u/" + "WzEsIlFqV1U5bUpoUy13Il0.axZsUQ.-UHrY5wtPh9gv7flKwUpD_F27W8" * 2
+LONG_SUBJECT = " ".join(
+    ["Zurück auf Lager: Kapuzenpullover \u2013 Größe M, ein sehr langer Titel mit Ümläuten"] * 3
+)
+
+
+def round_trip(message: EmailMessage, sender: str) -> email.message.EmailMessage:
+    raw = flatten(compose(message, sender), utf8=False, eight_bit=True)
+    assert raw.isascii(), "7-bit clean: any server takes it, with or without 8BITMIME"
+    assert max(len(line) for line in raw.split(b"\n")) <= 998  # RFC 5322's line limit
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(parsed, email.message.EmailMessage)
+    return parsed
+
+
+@pytest.mark.parametrize(
+    ("to", "sender", "subject", "text", "html"),
+    [
+        ("a@example.com", "Restock <alerts@restock.localhost>", "Shirt is back", "plain", "<p>h</p>"),
+        ("a@example.com", "alerts@restock.localhost", "Shirt is back", "plain only", None),
+        (
+            '"Dupont, Zoë" <zoe@example.com>',
+            "Café Shop <a@cafe.example>",
+            "Größe M \u2013 zurück",
+            "12 €",
+            "<p>€</p>",
+        ),
+        ("Ōkubo <o@example.jp>", "Shop <a@s.example>", LONG_SUBJECT, "x" * 2000, "<p>" + "é" * 3000 + "</p>"),
+        (
+            '"Quote \\"Q\\" Name" <q@example.com>',
+            "Shop <a@s.example>",
+            "Tom & <Jerry>",
+            "l1\nl2\n",
+            "<b>&amp;</b>",
+        ),
+    ],
+)
+def test_what_a_mail_client_reads_is_what_was_composed(
+    to: str, sender: str, subject: str, text: str, html: str | None
+) -> None:
+    message = EmailMessage(to, subject, text, html, "1:2:3", "s.myshopify.com", None, LONG_URL)
+    parsed = round_trip(message, sender)
+    assert str(parsed["Subject"]) == subject
+    assert parseaddr(str(parsed["To"])) == parseaddr(to)
+    assert parseaddr(str(parsed["From"])) == parseaddr(sender)
+    assert parsed["Message-ID"] == message_id("1:2:3", "s.myshopify.com")
+    assert parsed["List-Unsubscribe"] == f"<{LONG_URL}>"  # a long token, not folded before it
+    plain = parsed.get_body(preferencelist=("plain",))
+    assert plain is not None
+    assert plain.get_content() == text
+    rich = parsed.get_body(preferencelist=("html",))
+    if html is None:
+        assert parsed.get_content_type() == "text/plain"
+    else:
+        assert rich is not None
+        assert rich.get_content() == html
+
+
+@pytest.mark.parametrize("field", ["subject", "to"])
+def test_a_line_break_in_a_header_is_refused_not_sent(field: str) -> None:
+    values = {"to": "a@example.com", "subject": "Shirt"}
+    values[field] += "\r\nBcc: victim@example.com"
+    message = EmailMessage(values["to"], values["subject"], "t", None, "1:2:3", "s.myshopify.com", None)
+    with pytest.raises(ValueError):
+        compose(message, "Shop <a@s.example>")
+
+
+def test_an_internationalized_address_is_written_as_utf8_for_smtputf8() -> None:
+    message = EmailMessage(
+        "Zoë <zoë@exämple.com>", "Größe M", "t", "<p>h</p>", "1:2:3", "s.myshopify.com", None
+    )
+    raw = flatten(compose(message, "Shop <a@s.example>"), utf8=True, eight_bit=True)
+    assert "To: Zoë <zoë@exämple.com>".encode() in raw  # RFC 6531: the address itself, not encoded words
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert str(parsed["Subject"]) == "Größe M"
 
 
 @pytest.mark.parametrize(

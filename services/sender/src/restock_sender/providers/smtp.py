@@ -19,13 +19,21 @@ is recognisable at any peer, and the ``traceparent`` header carries the job's tr
 from __future__ import annotations
 
 import asyncio
+import email.generator
+import email.policy
 import functools
 import hashlib
+import io
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from email.charset import QP, Charset
+from email.header import Header
 from email.message import EmailMessage as MimeMessage
-from email.utils import formatdate, parseaddr
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.nonmultipart import MIMENonMultipart
+from email.utils import formataddr, formatdate, parseaddr
 from typing import Literal
 
 import aiosmtplib
@@ -44,8 +52,83 @@ def message_id(notification_key: str, shop_domain: str) -> str:
     return f"<{digest}@restock.{shop_domain}>"
 
 
-def compose(message: EmailMessage, sender: str) -> MimeMessage:
-    """A multipart (text + HTML) message with our headers."""
+def compose(message: EmailMessage, sender: str) -> Message:
+    """A multipart (text + HTML) message with our headers.
+
+    Built with the ``compat32`` classes (``MIMEText``, ``MIMEMultipart``): 0.27 ms per message composed
+    and flattened here, against 1.4 ms with ``email.policy.default``'s header objects, which parse and
+    re-fold every header (ADR 23). Bodies are UTF-8 in quoted-printable, non-ASCII display names and
+    subjects RFC 2047 encoded words. ``compat32`` cannot write an internationalized address (SMTPUTF8,
+    RFC 6531): a message to or from one is built by ``_compose_smtputf8``. Both refuse a header value with
+    a line break (header injection) with ``ValueError``."""
+    from_name, from_address = parseaddr(sender)
+    to_name, to_address = parseaddr(message.to)
+    if not (from_address + to_address).isascii():
+        return _compose_smtputf8(message, sender)
+    for value in (
+        sender,
+        message.to,
+        message.subject,
+        message.traceparent or "",
+        message.list_unsubscribe or "",
+    ):
+        if "\r" in value or "\n" in value:
+            raise ValueError("a header value may not contain a line break")
+    text = _text_part(message.text, "plain")
+    mime: Message = text
+    if message.html is not None:
+        mime = MIMEMultipart("alternative")
+        mime.attach(text)
+        mime.attach(_text_part(message.html, "html"))
+    mime["From"] = formataddr((from_name, from_address), charset="utf-8")
+    mime["To"] = formataddr((to_name, to_address), charset="utf-8")
+    # Encoded words of at most 75 characters each (RFC 2047), folded between them.
+    mime["Subject"] = (
+        message.subject
+        if message.subject.isascii()
+        else Header(message.subject, "utf-8", header_name="Subject").encode()
+    )
+    mime["Date"] = formatdate(usegmt=True)
+    mime["Message-ID"] = message_id(message.notification_key, message.shop_domain)
+    if message.traceparent:
+        mime["traceparent"] = message.traceparent
+    if message.list_unsubscribe:
+        # RFC 8058: a mail client unsubscribes with one POST to this URL, no cookie and no page.
+        mime["List-Unsubscribe"] = f"<{message.list_unsubscribe}>"
+        mime["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return mime
+
+
+# UTF-8 bodies in quoted-printable: 7-bit clean for any server, and readable (base64 text is a spam signal).
+_UTF8_QP = Charset("utf-8")
+_UTF8_QP.body_encoding = QP
+
+
+def _text_part(body: str, subtype: str) -> MIMENonMultipart:
+    part = MIMENonMultipart("text", subtype, charset="utf-8")
+    part.set_payload(body, _UTF8_QP)
+    return part
+
+
+# compat32 folds any header longer than 78 characters, even a single token such as a long List-Unsubscribe
+# URL, by breaking right after the colon; some receivers then read the value with a leading space. The
+# headers ``compose`` writes are short, or one token, or already folded encoded words (Subject, names).
+_UNFOLDED = email.policy.compat32.clone(max_line_length=0)
+
+
+def flatten(mime: Message, *, utf8: bool, eight_bit: bool) -> bytes:
+    """The message as DATA bytes: ``compose``'s compat32 message as it is (7-bit, unfolded headers), a
+    ``_compose_smtputf8`` one by aiosmtplib's rules (UTF-8 headers, 8-bit when the server takes it)."""
+    if isinstance(mime, MimeMessage):
+        return flatten_message(mime, utf8=utf8, cte_type="8bit" if eight_bit else "7bit")
+    with io.BytesIO() as out:
+        email.generator.BytesGenerator(out, mangle_from_=False, policy=_UNFOLDED).flatten(mime)
+        return out.getvalue()
+
+
+def _compose_smtputf8(message: EmailMessage, sender: str) -> MimeMessage:
+    """``compose`` for an internationalized address: ``email.policy.default`` writes it as UTF-8, for a
+    server that offers SMTPUTF8 (``_open_data`` refuses one that does not)."""
     mime = MimeMessage()
     mime["From"] = sender
     mime["To"] = message.to
@@ -55,7 +138,6 @@ def compose(message: EmailMessage, sender: str) -> MimeMessage:
     if message.traceparent:
         mime["traceparent"] = message.traceparent
     if message.list_unsubscribe:
-        # RFC 8058: a mail client unsubscribes with one POST to this URL, no cookie and no page.
         mime["List-Unsubscribe"] = f"<{message.list_unsubscribe}>"
         mime["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     mime.set_content(message.text)
@@ -133,7 +215,7 @@ class SmtpProvider:
             raise ProviderError("protocol", "5.6.0", f"message could not be composed: {error}") from None
         return functools.partial(self._deliver, mime, message.to)
 
-    async def _deliver(self, mime: MimeMessage, recipient: str) -> ProviderReceipt:
+    async def _deliver(self, mime: Message, recipient: str) -> ProviderReceipt:
         session = await self._idle.get()
         try:
             response = await self._send(session, mime, recipient)
@@ -141,12 +223,17 @@ class SmtpProvider:
             self._idle.put_nowait(session)
         return ProviderReceipt(PROVIDER, str(mime["Message-ID"]), response)
 
-    async def _send(self, session: _Session, mime: MimeMessage, recipient: str) -> str:
+    async def _send(self, session: _Session, mime: Message, recipient: str) -> str:
         try:
             await self._ready(session)
-            _, response = await session.client.send_message(
-                mime, sender=self.envelope_from, recipients=[recipient]
-            )
+            if isinstance(mime, MimeMessage):  # an internationalized address: aiosmtplib picks SMTPUTF8
+                _, response = await session.client.send_message(
+                    mime, sender=self.envelope_from, recipients=[recipient]
+                )
+            else:  # 7-bit, all ASCII addresses
+                _, response = await session.client.sendmail(
+                    self.envelope_from, [recipient], flatten(mime, utf8=False, eight_bit=False)
+                )
         except asyncio.CancelledError:
             # Cancelled mid-transaction (MAIL sent, DATA not finished): the session's state is unknown, and
             # the next message on it would meet "503 nested MAIL command". Start the next one afresh.
@@ -167,7 +254,7 @@ class SmtpProvider:
             raise ProviderError("protocol", "5.6.0", f"message could not be composed: {error}") from None
         return functools.partial(self._stage, mime, message.to)
 
-    async def _stage(self, mime: MimeMessage, recipient: str) -> StagedEmail:
+    async def _stage(self, mime: Message, recipient: str) -> StagedEmail:
         """Everything of the transaction but the final dot, on a session held until finish or abort."""
         session = await self._idle.get()
         try:
@@ -205,7 +292,7 @@ class SmtpProvider:
 
         return StagedEmail(finish=finish, abort=abort)
 
-    async def _open_data(self, client: aiosmtplib.SMTP, mime: MimeMessage, recipient: str) -> None:
+    async def _open_data(self, client: aiosmtplib.SMTP, mime: Message, recipient: str) -> None:
         """``MAIL``, ``RCPT``, ``DATA`` and the body without its terminating line (as ``send_message`` and
         ``sendmail`` would build them: SMTPUTF8, 8BITMIME and SIZE when the server offers them)."""
         utf8 = not (self.envelope_from + recipient).isascii()
@@ -215,9 +302,7 @@ class SmtpProvider:
         eight_bit = client.supports_extension("8BITMIME")
         if eight_bit:
             options.append("BODY=8BITMIME")
-        body = normalize_message_line_endings(
-            flatten_message(mime, utf8=utf8, cte_type="8bit" if eight_bit else "7bit")
-        )
+        body = normalize_message_line_endings(flatten(mime, utf8=utf8, eight_bit=eight_bit))
         if not body.endswith(
             b"\r\n"
         ):  # the final dot must start a line of its own (aiosmtplib does the same)

@@ -55,9 +55,9 @@ def message_id(notification_key: str, shop_domain: str) -> str:
 def compose(message: EmailMessage, sender: str) -> Message:
     """A multipart (text + HTML) message with our headers.
 
-    Built with the ``compat32`` classes (``MIMEText``, ``MIMEMultipart``): 0.27 ms per message composed
-    and flattened here, against 1.4 ms with ``email.policy.default``'s header objects, which parse and
-    re-fold every header (ADR 23). Bodies are UTF-8 in quoted-printable, non-ASCII display names and
+    Built with the ``compat32`` classes (``MIMENonMultipart``, ``MIMEMultipart``): ~0.4 ms per message
+    composed and flattened here, against 1.4 ms with ``email.policy.default``'s header objects, which
+    parse and re-fold every header (ADR 23). Bodies are UTF-8 in quoted-printable, non-ASCII display names and
     subjects RFC 2047 encoded words. ``compat32`` cannot write an internationalized address (SMTPUTF8,
     RFC 6531): a message to or from one is built by ``_compose_smtputf8``. Both refuse a header value with
     a line break (header injection) with ``ValueError``."""
@@ -88,6 +88,12 @@ def compose(message: EmailMessage, sender: str) -> Message:
         if message.subject.isascii()
         else Header(message.subject, "utf-8", header_name="Subject").encode()
     )
+    _add_our_headers(mime, message)
+    return mime
+
+
+def _add_our_headers(mime: Message, message: EmailMessage) -> None:
+    """Date, the deterministic Message-ID, the trace and one-click unsubscribe, after From, To, Subject."""
     mime["Date"] = formatdate(usegmt=True)
     mime["Message-ID"] = message_id(message.notification_key, message.shop_domain)
     if message.traceparent:
@@ -96,7 +102,6 @@ def compose(message: EmailMessage, sender: str) -> Message:
         # RFC 8058: a mail client unsubscribes with one POST to this URL, no cookie and no page.
         mime["List-Unsubscribe"] = f"<{message.list_unsubscribe}>"
         mime["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    return mime
 
 
 # UTF-8 bodies in quoted-printable: 7-bit clean for any server, and readable (base64 text is a spam signal).
@@ -133,13 +138,7 @@ def _compose_smtputf8(message: EmailMessage, sender: str) -> MimeMessage:
     mime["From"] = sender
     mime["To"] = message.to
     mime["Subject"] = message.subject
-    mime["Date"] = formatdate(usegmt=True)
-    mime["Message-ID"] = message_id(message.notification_key, message.shop_domain)
-    if message.traceparent:
-        mime["traceparent"] = message.traceparent
-    if message.list_unsubscribe:
-        mime["List-Unsubscribe"] = f"<{message.list_unsubscribe}>"
-        mime["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    _add_our_headers(mime, message)
     mime.set_content(message.text)
     if message.html is not None:
         mime.add_alternative(message.html, subtype="html")

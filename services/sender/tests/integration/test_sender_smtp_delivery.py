@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.message
+import email.policy
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -151,6 +152,51 @@ async def test_pooled_connection_dropped_by_the_server_is_reopened() -> None:
     assert len(sessions) == 2
     assert len(peer.messages) == 2
     assert receipt.message_id == peer.messages[1]["Message-ID"]
+
+
+@pytest.mark.parametrize(
+    "to",
+    [
+        "zoe@example.com",  # compat32, 7-bit
+        "zoë@exämple.com",  # an internationalized address: SMTPUTF8
+    ],
+)
+@pytest.mark.parametrize("staged", [False, True])
+async def test_either_composition_is_delivered_on_a_fresh_session(to: str, staged: bool) -> None:
+    """Staged (alerts) or at once (``send``, confirmations): on a fresh session the extensions are read
+    after EHLO, so an internationalized address goes with SMTPUTF8, and the peer gets the headers either
+    composer wrote."""
+    peer = RecordingSmtp()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTPServer(peer, hostname="localhost", loop=loop, enable_SMTPUTF8=True), "127.0.0.1", 0
+    )
+    provider = SmtpProvider(
+        host="127.0.0.1",
+        port=server.sockets[0].getsockname()[1],
+        sender="Café <a@restock.test>",
+        username=None,
+        password=None,
+        tls="none",
+        pool_size=1,
+    )
+    message = EmailMessage(to, "Größe M ist zurück", "12 €", "<p>€</p>", "1:2:3", SHOP, None)
+    try:
+        if staged:
+            receipt = await (await provider.prepare_staged(message)()).finish()
+        else:
+            receipt = await provider.send(message)
+    finally:
+        await provider.close()
+        server.close()
+        await server.wait_closed()
+    [received] = peer.messages
+    parsed = email.message_from_bytes(received.as_bytes(), policy=email.policy.default)
+    assert (str(parsed["Subject"]), str(parsed["To"])) == ("Größe M ist zurück", to)
+    assert receipt.message_id == parsed["Message-ID"]
+    body = parsed.get_body(preferencelist=("plain",))
+    assert body is not None
+    assert body.get_content().strip() == "12 €"
 
 
 async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:

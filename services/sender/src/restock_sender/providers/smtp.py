@@ -294,6 +294,15 @@ class SmtpProvider:
     async def _open_data(self, client: aiosmtplib.SMTP, mime: Message, recipient: str) -> None:
         """``MAIL``, ``RCPT``, ``DATA`` and the body without its terminating line (as ``send_message`` and
         ``sendmail`` would build them: SMTPUTF8, 8BITMIME and SIZE when the server offers them)."""
+        # The extensions are known only after EHLO, which ``mail`` would send too late for the checks below:
+        # on a fresh session every one of them read "not offered" (as ``sendmail`` does: EHLO, else HELO).
+        if client.is_ehlo_or_helo_needed:
+            try:
+                await client.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                if not client.is_connected:
+                    raise
+                await client.helo()
         utf8 = not (self.envelope_from + recipient).isascii()
         if utf8 and not client.supports_extension("smtputf8"):
             raise aiosmtplib.SMTPNotSupported("a non-ASCII address, and the server lacks SMTPUTF8")

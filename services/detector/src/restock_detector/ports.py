@@ -189,6 +189,7 @@ class RestockMessage:
     before: str
     after: str
     traceparent: str | None
+    routing_key: str = topology.RESTOCK_DETECTED
 
     def payload(self, restock_event_id: int) -> str:
         return f"{self.before}{restock_event_id}{self.after}"
@@ -197,7 +198,7 @@ class RestockMessage:
         """The outbox row as written once the event has its id."""
         return OutboxMessage(
             tenant_id,
-            topology.RESTOCK_DETECTED,
+            self.routing_key,
             self.message_id,
             self.ordering_key,
             self.payload(restock_event_id),

@@ -26,7 +26,6 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import SpanKind
 
-from restock_common import topology
 from restock_common.rules import DEFAULT_RULES, Rules, decode_rules
 from restock_detector import ports
 
@@ -479,7 +478,7 @@ class PostgresUnitOfWork:
             restock.source,
             restock.detected_at,
             restock.traceparent,
-            topology.RESTOCK_DETECTED,
+            message.routing_key,
             message.message_id,
             message.ordering_key,
             message.before,

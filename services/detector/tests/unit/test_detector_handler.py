@@ -152,7 +152,7 @@ class FakeUnitOfWork:
 
     async def record_restock(self, restock: NewRestock, message: RestockMessage) -> int:
         self.store.calls.append("record_restock")
-        if self.store.fail_on_enqueue:
+        if self.store.fail_on_outbox:
             raise ConnectionError("database went away")
         self.data.restocks.append(restock)
         memory = self.data.variants[restock.variant_id]
@@ -163,7 +163,7 @@ class FakeUnitOfWork:
 
     async def enqueue(self, message: OutboxMessage) -> None:
         self.store.calls.append("enqueue")
-        if self.store.fail_on_enqueue:
+        if self.store.fail_on_outbox:
             raise ConnectionError("database went away")
         if message.routing_key == topology.STOCK_CHANGED:
             self.data.changes.append(message)
@@ -239,7 +239,7 @@ class FakeStore:
         self.data = Data()
         self.calls: list[str] = []
         self.in_transaction = False
-        self.fail_on_enqueue = False
+        self.fail_on_outbox = False
         self.excluded_seen: list[int] | None = None
 
     async def shop_access(self, tenant_id: int) -> ShopAccess | None:
@@ -471,7 +471,7 @@ async def test_a_failure_inside_the_transaction_keeps_nothing_and_wakes_nobody(
     handler: WebhookHandler, store: FakeStore, signal: RecordingSignal
 ) -> None:
     await known_variant(handler)
-    store.fail_on_enqueue = True
+    store.fail_on_outbox = True
     with pytest.raises(ConnectionError):
         await send(handler, level(5), "inventory_levels/update")
     assert not store.data.restocks

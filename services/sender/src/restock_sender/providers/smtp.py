@@ -223,28 +223,9 @@ class SmtpProvider:
         return ProviderReceipt(PROVIDER, str(mime["Message-ID"]), response)
 
     async def _send(self, session: _Session, mime: Message, recipient: str) -> str:
-        try:
-            await self._ready(session)
-            if isinstance(mime, MimeMessage):  # an internationalized address: aiosmtplib picks SMTPUTF8
-                _, response = await session.client.send_message(
-                    mime, sender=self.envelope_from, recipients=[recipient]
-                )
-            else:  # 7-bit, all ASCII addresses
-                _, response = await session.client.sendmail(
-                    self.envelope_from, [recipient], flatten(mime, utf8=False, eight_bit=False)
-                )
-        except asyncio.CancelledError:
-            # Cancelled mid-transaction (MAIL sent, DATA not finished): the session's state is unknown, and
-            # the next message on it would meet "503 nested MAIL command". Start the next one afresh.
-            session.client.close()
-            raise
-        except Exception as error:  # every SMTP failure becomes data (see provider_error)
-            failure = provider_error(error)
-            if not _keeps_connection(failure):
-                session.client.close()
-            raise failure from None
-        session.last_used = self.clock()
-        return response
+        """The whole transaction at once: the staged path's two steps back to back."""
+        await self._open(session, mime, recipient)
+        return await self._finish(session)
 
     def prepare_staged(self, message: EmailMessage) -> Callable[[], Awaitable[StagedEmail]]:
         try:
@@ -257,18 +238,26 @@ class SmtpProvider:
         """Everything of the transaction but the final dot, on a session held until finish or abort."""
         session = await self._idle.get()
         try:
+            await self._open(session, mime, recipient)
+        except BaseException:
+            self._idle.put_nowait(session)
+            raise
+        return self._staged(session, str(mime["Message-ID"]))
+
+    async def _open(self, session: _Session, mime: Message, recipient: str) -> None:
+        """``_open_data`` on a ready session; a failure becomes data, the session reset or closed."""
+        try:
             await self._ready(session)
             await self._open_data(session.client, mime, recipient)
         except asyncio.CancelledError:
-            session.client.close()  # mid-transaction: nothing delivered, the session state unknown
-            self._idle.put_nowait(session)
+            # Mid-transaction (MAIL sent, DATA not finished): nothing delivered, the session's state unknown,
+            # and the next message on it would meet "503 nested MAIL command". Start the next one afresh.
+            session.client.close()
             raise
-        except Exception as error:
+        except Exception as error:  # every SMTP failure becomes data (see provider_error)
             failure = provider_error(error)
             await self._reset(session, failure)
-            self._idle.put_nowait(session)
             raise failure from None
-        return self._staged(session, str(mime["Message-ID"]))
 
     def _staged(self, session: _Session, message_id: str) -> StagedEmail:
         """The staged message: its session goes back to the pool exactly once, after the finish or when

@@ -111,6 +111,20 @@ async def sender(
     await provider.close()
 
 
+def one_session_provider(server: asyncio.Server, sender: str, **options: float) -> SmtpProvider:
+    """A provider with one pooled session to a local test server, no TLS, no auth."""
+    return SmtpProvider(
+        host="127.0.0.1",
+        port=server.sockets[0].getsockname()[1],
+        sender=sender,
+        username=None,
+        password=None,
+        tls="none",
+        pool_size=1,
+        **options,
+    )
+
+
 async def test_pooled_connection_dropped_by_the_server_is_reopened() -> None:
     peer = RecordingSmtp()
     sessions: list[SMTPServer] = []
@@ -121,16 +135,7 @@ async def test_pooled_connection_dropped_by_the_server_is_reopened() -> None:
         return sessions[-1]
 
     server = await loop.create_server(session, "127.0.0.1", 0)
-    provider = SmtpProvider(
-        host="127.0.0.1",
-        port=server.sockets[0].getsockname()[1],
-        sender="a@restock.test",
-        username=None,
-        password=None,
-        tls="none",
-        pool_size=1,
-        idle_probe_seconds=0,
-    )
+    provider = one_session_provider(server, "a@restock.test", idle_probe_seconds=0)
     message = EmailMessage(
         to="ann@example.com",
         subject="s",
@@ -171,15 +176,7 @@ async def test_either_composition_is_delivered_on_a_fresh_session(to: str, stage
     server = await loop.create_server(
         lambda: SMTPServer(peer, hostname="localhost", loop=loop, enable_SMTPUTF8=True), "127.0.0.1", 0
     )
-    provider = SmtpProvider(
-        host="127.0.0.1",
-        port=server.sockets[0].getsockname()[1],
-        sender="Café <a@restock.test>",
-        username=None,
-        password=None,
-        tls="none",
-        pool_size=1,
-    )
+    provider = one_session_provider(server, "Café <a@restock.test>")
     message = EmailMessage(to, "Größe M ist zurück", "12 €", "<p>€</p>", "1:2:3", SHOP, None)
     try:
         if staged:

@@ -13,8 +13,9 @@ concurrency slot (no head-of-line blocking: a saturated domain or shop delays on
    - denied, but the binding limit's backlog in this process (its wait plus the jobs already in its line,
      one interval each) is within ``queue`` (2 s) -> the job joins that limit's line: a FIFO in memory
      whose head alone asks Redis again, a little before the limit frees, and reserves the rest. The line
-     keeps the limit filled to its rate at the cost of one Redis call per send, and short reservations
-     keep the shared global limit free for every other domain (no head-of-line blocking);
+     keeps the limit filled to its rate at the cost of one Redis call per send; its reservations, a few
+     intervals ahead, leave the shared global limit's time before them to every other domain (the
+     limiter's calendars, ADR 25: no head-of-line blocking);
    - denied beyond that -> deferred in PostgreSQL, decision ``rate-limited:<limit>``, until two thirds of
      ``queue`` before its estimated turn (behind the line and the jobs already deferred on that limit), so
      the scheduler (one tick a second) brings the backlog back at the limit's pace while the line still

@@ -4,24 +4,30 @@ Theory of operation
 -------------------
 Every send is checked against *all* the limits that apply to it at once (``limits_for``): the channel's
 global rate, the shop's rate (rules ``email_per_second`` / ``sms_per_second``), the recipient's mailbox
-provider (email) and the Twilio sender number's MPS (SMS). Each limit is a GCRA (generic cell rate
-algorithm) with no burst allowance: a limit of ``r`` per second has an emission interval
-``T = ceil(1e6 / r)`` microseconds and remembers one number, its *theoretical arrival time* (TAT), the
-earliest instant its next send may happen.
+provider (email) and the Twilio sender number's MPS (SMS). A limit of ``r`` per second has an emission
+interval ``T = ceil(1e6 / r)`` microseconds, and keeps a *calendar*: the instants of the sends reserved on
+it that can still matter (those less than ``T`` in the past, and the reservations ahead).
 
-``acquire`` asks for the earliest instant ``s`` every limit allows (the largest TAT, or now). When
-``s - now`` is within ``max_wait`` the send is *granted* with a reservation: every limit's TAT becomes
-``s + T``, and the caller sends at ``s`` (it sleeps ``s - now``, holding nothing). Otherwise it is
-*denied*: no TAT changes (a denied send takes nothing from the other limits), and the answer carries the
-wait and which limit was binding, so the job waits its turn without blocking anyone (``admission``).
-``max_wait`` stays short (50 ms by default): a reservation moves *every* limit's TAT to ``s``, so a long
-one on a saturated domain would hold the shared global limit idle until ``s`` for every other domain.
+``acquire`` looks for the earliest instant ``s >= now`` that lies at least ``T`` away from every instant in
+the calendar of every limit of the send. When ``s - now`` is within ``max_wait`` the send is *granted*
+with a reservation: ``s`` is written into every one of its calendars, and the caller sends at ``s`` (it
+sleeps ``s - now``, holding nothing). Otherwise it is *denied*: no calendar changes (a denied send takes
+nothing from the other limits), and the answer carries the wait and which limit was binding, so the job
+waits its turn without blocking anyone (``admission``).
 
-Why GCRA with reservations: two sends granted on one limit are at least ``T`` apart, so any one-second
-window holds at most ``r`` of them (for integer ``r``), and because the next reservation starts exactly
-where the last one ended, a limit with enough demand is filled to ``r`` (no window-boundary loss as with
-fixed windows, no per-send log as with a sliding log). It is one number per key, so the Redis Lua twin
-(``adapters/redis_limiter.py``) is a handful of GET/SET over the keys, atomic across replicas.
+Why a calendar and not GCRA's single "theoretical arrival time" per limit (ADR 16, replaced by ADR 25):
+with one pointer per limit, a send reserved ``s - now`` ahead on a saturated domain moves the shared global
+limit's pointer to ``s`` as well, and the global limit's time between now and ``s`` is lost to everyone.
+At 50/s on one domain, reserved ~25 ms ahead each, that left the global limit idle for most of every
+second, and mail to every other domain queued behind it (``bench/delivery`` (b)3: other domains' p99
+1.3-2.6 s, the domain itself at 87 %). A calendar keeps the time before a reservation free: another
+domain's send takes it, as long as it stays ``T`` from the reservation. Two sends granted on one limit are
+still at least ``T`` apart at their reserved instants, so any one-second window holds at most ``r`` of them
+(for integer ``r``), and because a send takes the earliest instant that fits, a limit with enough demand is
+filled (what a mix of sends loses is less than ``T`` before each reservation ahead it cannot fill). The
+calendars hold only the last ``T`` and the reservation horizon (``max_wait``, 50 ms by default), a few
+entries each, so the Redis Lua twin (``adapters/redis_limiter.py``) is a handful of sorted-set calls over
+the keys, atomic across replicas.
 
 Headroom, and the release guard (ADR 23). A reservation is an instant; the peer counts when a message
 *arrives*, after a claim, a render, a database commit and a network write, each with its own jitter, and
@@ -42,6 +48,7 @@ Times are integer microseconds (exact in Lua's doubles as in Python). Pure: no I
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -50,14 +57,15 @@ from typing import Literal
 
 LimitName = Literal["global", "shop", "domain", "sender", "unavailable"]
 
-KEY_PREFIX = "restock:limit:{rl}:"  # one hash tag: every key of one script lands on one Redis Cluster slot
+KEY_PREFIX = "restock:slots:{rl}:"  # one hash tag: every key of one script lands on one Redis Cluster slot
 
 # Mailbox providers publish no numeric inbound rate; they throttle (Gmail 421 4.7.28, Microsoft 451
 # 4.7.650, Yahoo 421 4.7.0 [TS0x]) when a sender's volume looks unusual for its reputation. KumoMTA's
-# shipped shaping.toml defaults every destination to 100/s (GCRA, as here) and tightens the big providers
-# through connection limits (Google: 5 connections) and suspensions on those replies. Our assumption: a
-# shop's restock burst comes from one sending IP with modest reputation, so we start the big providers
-# well below 100/s; raise them with RESTOCK_EMAIL_DOMAIN_LIMITS as reputation grows. Aliases share a key.
+# shipped shaping.toml defaults every destination to 100/s (GCRA: sends one interval apart, as here) and
+# tightens the big providers through connection limits (Google: 5 connections) and suspensions on those
+# replies. Our assumption: a shop's restock burst comes from one sending IP with modest reputation, so we
+# start the big providers well below 100/s; raise them with RESTOCK_EMAIL_DOMAIN_LIMITS as reputation
+# grows. Aliases share a key.
 DEFAULT_DOMAIN_LIMITS: Mapping[str, float] = {
     "gmail.com": 20.0,
     "googlemail.com": 20.0,
@@ -187,23 +195,34 @@ def limits_for(
     return limits
 
 
+Calendars = Mapping[str, Sequence[int]]
+
+
 def acquire(
-    tats: Mapping[str, int], limits: Sequence[Limit], now_us: int, max_wait_us: int
-) -> tuple[Verdict, dict[str, int]]:
-    """GCRA over every limit at once (see the module's rules): the verdict and the TATs after it."""
-    start, binding = now_us, None
-    for limit in limits:
-        tat = tats.get(limit.key, now_us)
-        if tat > start:
-            start, binding = tat, limit
-    wait = start - now_us
-    if wait > max_wait_us:
-        assert binding is not None  # wait > max_wait >= 0 means some TAT lies ahead of now
-        return Denied(wait, binding.name, binding.key, binding.interval_us), dict(tats)
-    updated = dict(tats)
-    for limit in limits:
-        updated[limit.key] = start + limit.interval_us
-    return Granted(wait, start), updated
+    calendars: Calendars, limits: Sequence[Limit], now_us: int, max_wait_us: int
+) -> tuple[Verdict, dict[str, Sequence[int]]]:
+    """The earliest instant at least one interval from every reservation of every limit (see the module's
+    rules): the verdict, and the calendars after it (each limit's pruned of what can no longer matter)."""
+    booked = {
+        limit.key: tuple(sorted(t for t in calendars.get(limit.key, ()) if t > now_us - limit.interval_us))
+        for limit in limits
+    }
+    start, binding, moved = now_us, None, True
+    while moved:  # each pass moves past a reservation or ends: calendars are finite
+        moved = False
+        for limit in limits:
+            instants = booked[limit.key]
+            # The last reservation before start + T clashes if it is after start - T; every instant
+            # before its end clashes with it, so moving there skips no instant that fits.
+            last = bisect.bisect_left(instants, start + limit.interval_us) - 1
+            if last >= 0 and instants[last] > start - limit.interval_us:
+                start, binding, moved = instants[last] + limit.interval_us, limit, True
+        if start - now_us > max_wait_us:
+            assert binding is not None  # only a clash moves start past now
+            updated = {**calendars, **booked}
+            return Denied(start - now_us, binding.name, binding.key, binding.interval_us), updated
+    updated = {**calendars, **{key: tuple(sorted((*instants, start))) for key, instants in booked.items()}}
+    return Granted(start - now_us, start), updated
 
 
 class Releases:

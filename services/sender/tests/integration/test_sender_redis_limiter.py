@@ -19,35 +19,62 @@ GLOBAL = Limit("global", f"{KEY_PREFIX}email:global", 200.0)
 DOMAIN = Limit("domain", f"{KEY_PREFIX}email:domain:example.com", 50.0)
 
 
-async def tat(redis: aioredis.Redis, limit: Limit) -> int | None:
-    value = await redis.get(limit.key)
-    return None if value is None else int(value)
+async def calendar(redis: aioredis.Redis, limit: Limit) -> list[int]:
+    return [int(score) for _, score in await redis.zrange(limit.key, 0, -1, withscores=True)]
 
 
 async def test_granted_takes_every_limit_and_denied_takes_nothing(redis_client: aioredis.Redis) -> None:
     limiter = RedisRateLimiter(redis_client)
-    assert await limiter.acquire([GLOBAL, DOMAIN], 0) == Granted(0)
-    global_tat, domain_tat = await tat(redis_client, GLOBAL), await tat(redis_client, DOMAIN)
-    assert global_tat is not None
-    assert domain_tat is not None
-    assert domain_tat - global_tat == DOMAIN.interval_us - GLOBAL.interval_us  # both moved from one instant
+    first = await limiter.acquire([GLOBAL, DOMAIN], 0)
+    assert first == Granted(0)
+    assert isinstance(first, Granted)
+    # One instant, written in both calendars.
+    assert await calendar(redis_client, GLOBAL) == [first.at_us]
+    assert await calendar(redis_client, DOMAIN) == [first.at_us]
     # The domain's next slot is ~20 ms away: with no room to wait, denied by the domain...
     verdict = await limiter.acquire([GLOBAL, DOMAIN], 0)
     assert isinstance(verdict, Denied)
     assert verdict.limit == "domain"
     assert 0 < verdict.wait_us <= 20_000
     # ...and the global limit lost nothing to the refusal.
-    assert await tat(redis_client, GLOBAL) == global_tat
+    assert await calendar(redis_client, GLOBAL) == [first.at_us]
     # Another domain's send goes through on the global limit alone, after at most its 5 ms interval.
     granted = await limiter.acquire([GLOBAL], 10_000)
     assert isinstance(granted, Granted)
     assert granted.wait_us <= GLOBAL.interval_us
 
 
-async def test_keys_expire_after_their_tat(redis_client: aioredis.Redis) -> None:
+async def test_the_time_before_a_reservation_ahead_stays_free_for_other_sends(
+    redis_client: aioredis.Redis,
+) -> None:
+    """ADR 25: a domain send reserved ahead leaves the shared limit's time before it to another domain."""
+    slow = Limit("domain", f"{KEY_PREFIX}email:domain:slow.example", 5.0)  # one send per 200 ms
+    limiter = RedisRateLimiter(redis_client)
+    assert isinstance(await limiter.acquire([GLOBAL, slow], 0), Granted)
+    ahead = await limiter.acquire([GLOBAL, slow], 300_000)  # the domain's next: ~200 ms ahead
+    assert isinstance(ahead, Granted)
+    # Another domain's send fits between the two (GCRA would have put it after the second).
+    between = await limiter.acquire([GLOBAL], 300_000)
+    assert isinstance(between, Granted)
+    assert between.at_us <= ahead.at_us - GLOBAL.interval_us
+    assert await calendar(redis_client, GLOBAL) == sorted(
+        [*(await calendar(redis_client, slow)), between.at_us]
+    )
+
+
+async def test_calendars_expire_after_their_last_reservation(redis_client: aioredis.Redis) -> None:
     await RedisRateLimiter(redis_client).acquire([DOMAIN], 0)
     ttl_ms = await redis_client.pttl(DOMAIN.key)
     assert 0 < ttl_ms <= 1_020 + 50
+
+
+async def test_old_instants_are_pruned(redis_client: aioredis.Redis) -> None:
+    limiter = RedisRateLimiter(redis_client)
+    for _ in range(3):
+        assert isinstance(await limiter.acquire([GLOBAL], 0), Granted)
+        await asyncio.sleep(GLOBAL.interval_us / 1_000_000 * 2)
+    # Each call dropped the instants more than an interval old: only the last is left.
+    assert len(await calendar(redis_client, GLOBAL)) == 1
 
 
 async def test_lua_and_python_agree_on_a_reservation_horizon(redis_client: aioredis.Redis) -> None:

@@ -92,13 +92,13 @@ class ClockLimiter:
     or a fixed instant. Records every granted send instant per limit key."""
 
     def __init__(self, now_us: int | None = None) -> None:
-        self.tats: dict[str, int] = {}
+        self.calendars: dict[str, Sequence[int]] = {}
         self.now_us = now_us
         self.granted: list[tuple[str, int]] = []
 
     async def acquire(self, limits: Sequence[Limit], max_wait_us: int) -> Verdict:
         now = self.now_us if self.now_us is not None else int(asyncio.get_running_loop().time() * 1_000_000)
-        verdict, self.tats = acquire(self.tats, limits, now, max_wait_us)
+        verdict, self.calendars = acquire(self.calendars, limits, now, max_wait_us)
         if isinstance(verdict, Granted):
             self.granted.extend((limit.key, now + verdict.wait_us) for limit in limits)
         return verdict

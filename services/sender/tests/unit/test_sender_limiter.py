@@ -1,6 +1,10 @@
-"""The pure rate-limit arithmetic: which limits apply, and GCRA over all of them at once (clock injected)."""
+"""The pure rate-limit arithmetic: which limits apply, and reservations in all of their calendars at once
+(clock injected)."""
 
 from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -56,46 +60,78 @@ def test_aliases_share_their_providers_key_and_every_key_shares_one_cluster_slot
     assert googlemail is not None
     assert gmail.key == googlemail.key
     shop = limits_for("email", CONFIG, tenant_id=7, shop_per_second=3.0, recipient_domain="gmail.com")
-    assert all(limit.key.startswith("restock:limit:{rl}:") for limit in shop)
+    assert all(limit.key.startswith("restock:slots:{rl}:") for limit in shop)
+
+
+NOW = 1_000_000
 
 
 @pytest.mark.parametrize(
-    ("tats", "now", "max_wait", "verdict", "after"),
+    ("calendars", "max_wait", "verdict", "after"),
     [
-        # Idle limits: granted now; each TAT moves one interval past now.
-        ({}, 1_000_000, 0, Granted(0), {GLOBAL.key: 1_005_000, DOMAIN.key: 1_020_000}),
-        # The domain's TAT is 15 ms ahead: granted with a 15 ms reservation; both TATs move past it.
+        # Idle limits: granted now, the instant written in both calendars.
+        ({}, 0, Granted(0), {GLOBAL.key: (NOW,), DOMAIN.key: (NOW,)}),
+        # A domain send reserved 15 ms ahead: the next one fits an interval after it, 35 ms from now.
         (
-            {DOMAIN.key: 1_015_000},
-            1_000_000,
+            {DOMAIN.key: (NOW + 15_000,)},
             50_000,
-            Granted(15_000),
-            {GLOBAL.key: 1_020_000, DOMAIN.key: 1_035_000},
+            Granted(35_000),
+            {GLOBAL.key: (NOW + 35_000,), DOMAIN.key: (NOW + 15_000, NOW + 35_000)},
         ),
         # The same without room to wait: denied by the domain, nothing taken from the global limit.
-        ({DOMAIN.key: 1_015_000}, 1_000_000, 10_000, Denied(15_000, "domain"), {DOMAIN.key: 1_015_000}),
-        # The binding limit is the one furthest ahead.
         (
-            {GLOBAL.key: 1_030_000, DOMAIN.key: 1_015_000},
-            1_000_000,
-            0,
-            Denied(30_000, "global"),
-            {GLOBAL.key: 1_030_000, DOMAIN.key: 1_015_000},
+            {DOMAIN.key: (NOW + 15_000,)},
+            10_000,
+            Denied(35_000, "domain"),
+            {DOMAIN.key: (NOW + 15_000,), GLOBAL.key: ()},
         ),
-        # A TAT in the past is "now" (an idle limit banks no burst).
+        # The time before a reservation ahead stays free: a send 40 ms ahead on both limits leaves the
+        # global limit's next 35 ms to another send (one pointer per limit, GCRA, would answer 45 ms).
         (
-            {GLOBAL.key: 10, DOMAIN.key: 20},
-            1_000_000,
+            {GLOBAL.key: (NOW + 40_000,), DOMAIN.key: (NOW + 40_000,)},
             0,
             Granted(0),
-            {GLOBAL.key: 1_005_000, DOMAIN.key: 1_020_000},
+            {GLOBAL.key: (NOW, NOW + 40_000), DOMAIN.key: (NOW, NOW + 40_000)},
+        ),
+        # ...but not closer than an interval to it: 37 ms ahead leaves the 20 ms domain no room before it.
+        (
+            {DOMAIN.key: (NOW + 17_000,)},
+            50_000,
+            Granted(37_000),
+            {GLOBAL.key: (NOW + 37_000,), DOMAIN.key: (NOW + 17_000, NOW + 37_000)},
+        ),
+        # Clashes on either limit move the instant on until it clears both: global 0-10 ms, domain 12 ms,
+        # then the global limit's 35 ms.
+        (
+            {GLOBAL.key: (NOW, NOW + 5_000, NOW + 10_000, NOW + 35_000), DOMAIN.key: (NOW + 12_000,)},
+            100_000,
+            Granted(40_000),
+            {
+                GLOBAL.key: (NOW, NOW + 5_000, NOW + 10_000, NOW + 35_000, NOW + 40_000),
+                DOMAIN.key: (NOW + 12_000, NOW + 40_000),
+            },
+        ),
+        # The binding limit is the one whose reservation ends last; denied, nothing taken.
+        (
+            {GLOBAL.key: (NOW + 3_000,), DOMAIN.key: (NOW + 15_000,)},
+            0,
+            Denied(35_000, "domain"),
+            {GLOBAL.key: (NOW + 3_000,), DOMAIN.key: (NOW + 15_000,)},
+        ),
+        # Instants an interval or more in the past no longer matter (an idle limit banks no burst), and
+        # are pruned; one 4 ms old still holds the global limit for 1 ms.
+        (
+            {GLOBAL.key: (10, NOW - 4_000), DOMAIN.key: (20, NOW - 20_000)},
+            10_000,
+            Granted(1_000),
+            {GLOBAL.key: (NOW - 4_000, NOW + 1_000), DOMAIN.key: (NOW + 1_000,)},
         ),
     ],
 )
-def test_gcra_over_every_limit_at_once(
-    tats: dict[str, int], now: int, max_wait: int, verdict: object, after: dict[str, int]
+def test_the_earliest_instant_an_interval_from_every_reservation_of_every_limit(
+    calendars: dict[str, tuple[int, ...]], max_wait: int, verdict: object, after: dict[str, tuple[int, ...]]
 ) -> None:
-    assert acquire(tats, [GLOBAL, DOMAIN], now, max_wait) == (verdict, after)
+    assert acquire(calendars, [GLOBAL, DOMAIN], NOW, max_wait) == (verdict, after)
 
 
 def test_no_limits_is_granted_at_once() -> None:
@@ -104,10 +140,10 @@ def test_no_limits_is_granted_at_once() -> None:
 
 def _send_times(arrivals: list[int], limits: list[Limit], max_wait: int) -> list[int]:
     """Replay arrivals (us) through acquire; the instants granted sends happen."""
-    tats: dict[str, int] = {}
+    calendars: dict[str, Sequence[int]] = {}
     sends = []
     for now in sorted(arrivals):
-        verdict, tats = acquire(tats, limits, now, max_wait)
+        verdict, calendars = acquire(calendars, limits, now, max_wait)
         if isinstance(verdict, Granted):
             sends.append(now + verdict.wait_us)
     return sorted(sends)
@@ -140,6 +176,36 @@ def test_a_saturated_limit_is_filled(rate: float) -> None:
     sends = _send_times(arrivals, [Limit("global", "k", rate)], 2_000_000)
     full_seconds = [sum(1 for t in sends if s * 1_000_000 <= t < (s + 1) * 1_000_000) for s in range(5)]
     assert all(count >= 0.95 * rate for count in full_seconds)
+
+
+def test_a_saturated_domain_leaves_the_shared_limit_to_other_domains() -> None:
+    """ADR 25: a domain's line reserves each send 25 ms ahead (its head wakes half a reservation early);
+    mail to other domains, 100/s on the shared 200/s limit, fits in the time before those reservations."""
+    events: list[tuple[int, str]] = [(0, "domain")] + [(i * 10_000, "other") for i in range(500)]
+    heapq.heapify(events)
+    calendars: dict[str, Sequence[int]] = {}
+    domain_sends, other_sends, other_waits = [], [], []
+    while events:
+        now, kind = heapq.heappop(events)
+        if kind == "domain":
+            verdict, calendars = acquire(calendars, [GLOBAL, DOMAIN], now, 50_000)
+            if isinstance(verdict, Granted):
+                domain_sends.append(now + verdict.wait_us)
+                if now < 5_000_000:
+                    heapq.heappush(events, (now + verdict.wait_us + DOMAIN.interval_us - 25_000, "domain"))
+            else:
+                heapq.heappush(events, (now + verdict.wait_us - 25_000, "domain"))
+        else:
+            verdict, calendars = acquire(calendars, [GLOBAL], now, 50_000)
+            assert isinstance(verdict, Granted)
+            other_sends.append(now + verdict.wait_us)
+            other_waits.append(verdict.wait_us)
+    # Other domains wait at most for the reservation they clash with (GCRA: up to the 25 ms lead each).
+    assert max(other_waits) <= 2 * GLOBAL.interval_us
+    # The domain is filled, and neither limit exceeds its rate in any second.
+    assert len(domain_sends) >= 0.95 * 50 * 5
+    assert _max_in_any_second(sorted(domain_sends)) <= 50
+    assert _max_in_any_second(sorted(domain_sends + other_sends)) <= 200
 
 
 # --- headroom and the release guard (ADR 23) -------------------------------------------------------------

@@ -3,11 +3,13 @@
 A script runs atomically on the Redis server, so any number of sender replicas share each limit exactly:
 no read-modify-write race, no lock, one round trip. The clock is Redis's own ``TIME`` (one clock for all
 replicas; Redis 7 replicates the script's effects, not the script, so replicas stay identical). The keys
-share one hash tag (``limiter.KEY_PREFIX``) so the script is valid on a Redis Cluster too. TATs are
-stored as integer microseconds with an expiry just past them: an idle limit costs nothing, and a lost
-Redis only forgets reservations (the next sends start from "now"), never a job. While Redis does not
-answer, every send is denied as ``unavailable`` for a second (logged): jobs wait, deferred in PostgreSQL,
-rather than go out unlimited or burn their batch's delivery limit.
+share one hash tag (``limiter.KEY_PREFIX``) so the script is valid on a Redis Cluster too. Each limit's
+calendar is a sorted set of reserved instants (integer microseconds, score and member alike: two
+reservations on one limit are at least one interval apart, so an instant names one), pruned of the
+instants more than an interval old on every call, and expiring just past its last reservation: an idle
+limit costs nothing, and a lost Redis only forgets reservations (the next sends start from "now"), never
+a job. While Redis does not answer, every send is denied as ``unavailable`` for a second (logged): jobs
+wait, deferred in PostgreSQL, rather than go out unlimited or burn their batch's delivery limit.
 """
 
 from __future__ import annotations
@@ -24,29 +26,38 @@ log = logging.getLogger(__name__)
 
 UNAVAILABLE_WAIT_US = 1_000_000
 
-# KEYS: one per limit. ARGV[1]: max wait (us); ARGV[1 + i]: emission interval (us) of KEYS[i].
+# KEYS: one calendar per limit. ARGV[1]: max wait (us); ARGV[1 + i]: emission interval (us) of KEYS[i].
 # Returns {granted (1|0), wait (us), index of the binding key (0: none), the reserved instant (us)}.
-# Mirrors limiter.acquire.
+# Mirrors limiter.acquire: the earliest instant at least one interval from every reservation of every key.
 ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local start, binding = now, 0
+local function us(x) return string.format('%.0f', x) end
 for i = 1, #KEYS do
-  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
-  if tat > start then start, binding = tat, i end
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', us(now - tonumber(ARGV[i + 1])))
 end
-local wait = start - now
-if wait > tonumber(ARGV[1]) then return {0, wait, binding, 0} end
+local start, binding, moved = now, 0, true
+while moved do
+  moved = false
+  for i = 1, #KEYS do
+    local interval = tonumber(ARGV[i + 1])
+    local clash = redis.call('ZREVRANGEBYSCORE', KEYS[i], '(' .. us(start + interval),
+                             '(' .. us(start - interval), 'WITHSCORES', 'LIMIT', 0, 1)
+    if #clash > 0 then start, binding, moved = tonumber(clash[2]) + interval, i, true end
+  end
+  if start - now > tonumber(ARGV[1]) then return {0, start - now, binding, 0} end
+end
 for i = 1, #KEYS do
-  local tat = start + tonumber(ARGV[i + 1])
-  redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+  redis.call('ZADD', KEYS[i], us(start), us(start))
+  local last = tonumber(redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')[2])
+  redis.call('PEXPIRE', KEYS[i], math.ceil((last + tonumber(ARGV[i + 1]) - now) / 1000) + 1000)
 end
-return {1, wait, binding, start}
+return {1, start - now, binding, start}
 """
 
 
 class RedisRateLimiter:
-    """GCRA reservations on every limit of a send at once (``limiter``'s rules), in one script call."""
+    """Reservations in every calendar of a send at once (``limiter``'s rules), in one script call."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis

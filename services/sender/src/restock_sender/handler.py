@@ -96,12 +96,16 @@ PREPARE_LEAD_SECONDS = 0.025
 
 
 class _Release:
-    """When a throttled send may call its provider (ADR 16, 23): at its reserved instant, and at least one
-    interval after this process's previous planned release on its tightest limit (a job whose slot, claim
-    or render came late does not go out in a bunch with the sends reserved after it; only the tightest: a
-    saturated domain's releases, planned ahead, must not hold the shared global limit's other sends);
-    then only when this process's calls actually made on every limit of the send stay within their count
-    (``limiter.Releases``), checked again once the send holds its place in the provider-call window."""
+    """When a throttled send may call its provider (ADR 16, 23, 25): at its reserved instant, and at least
+    one interval after this process's previous planned release on its tightest limit (a job whose turn came
+    late does not go out in a bunch with the sends reserved after it; only the tightest: a saturated
+    domain's releases, planned ahead, must not hold the shared global limit's other sends); then only when
+    this process's calls actually made on every limit of the send stay within their count
+    (``limiter.Releases``), checked again once the send holds its place in the provider-call window.
+
+    The instant is planned once, before the send takes a slot (``BatchHandler``), so a send waits for it
+    holding nothing: planned inside the slot, a domain's sends that came late each waited there one
+    interval behind the other, and the slots they held were missing to every other domain (ADR 25)."""
 
     def __init__(
         self, send_at: float, limits: tuple[Limit, ...], planned: dict[str, float], releases: Releases
@@ -112,15 +116,21 @@ class _Release:
         self.releases = releases
         self._at: float | None = None
 
-    async def wait(self) -> None:
-        loop = asyncio.get_running_loop()
+    def plan(self) -> float:
+        """The release instant on the event loop's clock, fixed by the first call (sends are planned in the
+        order they were admitted)."""
         if self._at is None:
             tightest = max(self.limits, key=lambda limit: limit.interval_us)
-            self._at = max(self.send_at, loop.time(), self.planned.get(tightest.key, -math.inf))
+            now = asyncio.get_running_loop().time()
+            self._at = max(self.send_at, now, self.planned.get(tightest.key, -math.inf))
             # The nominal interval, not the headroom's wider one: a send that came late is followed at the
             # limit's own rate until the backlog is back on its reservations (the guard keeps the count).
             self.planned[tightest.key] = self._at + 1.0 / tightest.per_second
-        await asyncio.sleep(max(0.0, self._at - loop.time()))
+        return self._at
+
+    async def wait(self) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(max(0.0, self.plan() - loop.time()))
         # A guard wait ends when the oldest counted call leaves its window: a deadline, not an event.
         while (wait := self.releases.wait(self.limits, loop.time())) > 0:  # noqa: ASYNC110
             await asyncio.sleep(wait)
@@ -473,6 +483,7 @@ class BatchHandler:
                 tasks.append(asyncio.create_task(self._run(job_id)))
             return
         routes = await self.admission.routes(job_ids)
+        loop = asyncio.get_running_loop()
         deferrals: list[Deferral] = []
         for job_id in job_ids:
             route = routes.get(job_id)
@@ -481,33 +492,44 @@ class BatchHandler:
             verdict = await self.admission.admit(route)
             if isinstance(verdict, Deferral):
                 deferrals.append(verdict)
-            elif verdict.turn is not None or verdict.wait > PREPARE_LEAD_SECONDS:
-                tasks.append(asyncio.create_task(self._run_after(job_id, verdict)))
+                continue
+            release = None if verdict.turn is not None else self._release(verdict.wait, verdict.limits)
+            if verdict.turn is not None or (
+                release is not None and release.plan() - loop.time() > PREPARE_LEAD_SECONDS
+            ):
+                tasks.append(asyncio.create_task(self._run_after(job_id, verdict, release)))
             else:
                 await self._slots.acquire()
-                tasks.append(asyncio.create_task(self._run_paced(job_id, verdict)))
+                tasks.append(asyncio.create_task(self._run_paced(job_id, release)))
         if deferrals:
             await self.admission.defer(deferrals)
 
-    async def _run_after(self, job_id: int, admitted: Admit) -> JobState | None:
-        """A job with a reservation: sleep (no slot) until shortly before it, then claim, render and stage
-        in a slot, and call the provider at the reserved instant itself (``_Release``), so the claim's,
-        the render's and the staging's varying delays do not bunch sends at the provider."""
+    def _release(self, wait: float, limits: tuple[Limit, ...]) -> _Release | None:
+        """The release of a send reserved ``wait`` seconds from now (``None``: unthrottled, goes at once)."""
+        if not limits:
+            return None
+        send_at = asyncio.get_running_loop().time() + wait
+        return _Release(send_at, limits, self._next_release, self._releases)
+
+    async def _run_after(self, job_id: int, admitted: Admit, release: _Release | None) -> JobState | None:
+        """A job with a reservation: sleep (no slot) until shortly before its planned release, then claim,
+        render and stage in a slot, and call the provider at that instant itself (``_Release``), so the
+        claim's, the render's and the staging's varying delays do not bunch sends at the provider."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        wait = await admitted.turn() if admitted.turn is not None else admitted.wait
-        send_at = loop.time() + wait
-        await asyncio.sleep(max(0.0, wait - PREPARE_LEAD_SECONDS))
-        self.jobs.metrics.waited(self.channel, send_at - started)
+        if release is None:  # in a limit's line: the reservation comes with the turn
+            assert admitted.turn is not None
+            release = self._release(await admitted.turn(), admitted.limits)
+        at = release.plan() if release is not None else loop.time()
+        await asyncio.sleep(max(0.0, at - loop.time() - PREPARE_LEAD_SECONDS))
+        self.jobs.metrics.waited(self.channel, at - started)
         await self._slots.acquire()
-        _release.set(_Release(send_at, admitted.limits, self._next_release, self._releases))
+        _release.set(release)
         return await self._run(job_id)
 
-    async def _run_paced(self, job_id: int, admitted: Admit) -> JobState | None:
+    async def _run_paced(self, job_id: int, release: _Release | None) -> JobState | None:
         """A job admitted (nearly) at once, already in its slot."""
-        if admitted.limits:
-            send_at = asyncio.get_running_loop().time() + admitted.wait
-            _release.set(_Release(send_at, admitted.limits, self._next_release, self._releases))
+        _release.set(release)
         return await self._run(job_id)
 
     def stop_starting(self) -> None:

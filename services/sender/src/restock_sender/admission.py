@@ -32,7 +32,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -55,12 +55,62 @@ def rate_limited(limit: str) -> str:
 @dataclass(frozen=True)
 class Admit:
     """Claim and send after ``wait`` seconds (the limits' reservation is already taken); or, with
-    ``turn``, first wait in a limit's line: ``turn()`` returns once the job holds a reservation, with the
-    seconds still to sleep. ``limits``: those the send was reserved on (empty: unthrottled)."""
+    ``turn``, first wait in a limit's line (``LineTurn``). ``limits``: those the send was reserved on
+    (empty: unthrottled)."""
 
     wait: float = 0.0
-    turn: Callable[[], Awaitable[float]] | None = field(default=None, compare=False)
+    turn: LineTurn | None = field(default=None, compare=False)
     limits: tuple[Limit, ...] = field(default=(), compare=False)
+
+
+# A line reserves ahead at most this much of its limit's sends that have not finished yet (at least two):
+# enough to keep the limit filled while each send spends its reservation's lead, its claim, its staging and
+# its provider call (tens of ms), and few enough that sends falling behind (a slow event loop, a stalled
+# peer) stop the line instead of piling up late, each holding a slot until the release guard lets it go.
+LINE_IN_FLIGHT_SECONDS = 0.1
+
+
+def line_in_flight(interval_us: int) -> int:
+    """How many of a line's sends may hold a reservation and not be finished, at one per ``interval_us``."""
+    return max(2, math.ceil(LINE_IN_FLIGHT_SECONDS * 1_000_000 / interval_us))
+
+
+@dataclass
+class _Line:
+    """One limit's line in this process: FIFO turns (``lock``), sends reserved and not finished bounded
+    (``in_flight``), and its members (joined and not done), so an idle line is forgotten."""
+
+    lock: asyncio.Lock
+    in_flight: asyncio.Semaphore
+    members: int = 0
+
+
+class LineTurn:
+    """A job's place in a limit's line: ``wait()`` returns once the job holds a reservation, with the
+    seconds still to sleep; ``done()`` (always, once the job's send is over or abandoned) gives its place
+    back, which lets the line reserve for another."""
+
+    def __init__(self, lines: LimitLines, key: str, line: _Line, limits: Sequence[Limit]) -> None:
+        self._lines, self._key, self._line, self._limits = lines, key, line, limits
+        self._holding = False
+        self._done = False
+
+    async def wait(self) -> float:
+        try:
+            await self._line.in_flight.acquire()  # FIFO, like the lock
+            self._holding = True
+            async with self._line.lock:  # asyncio.Lock wakes its waiters in FIFO order
+                return await self._lines.reserve(self._limits)
+        finally:
+            self._lines.left_queue(self._key)
+
+    def done(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self._holding:
+            self._line.in_flight.release()
+        self._lines.left_line(self._key, self._line)
 
 
 class LimitLines:
@@ -69,8 +119,8 @@ class LimitLines:
     def __init__(self, limiter: RateLimiter, reservation_us: int) -> None:
         self.limiter = limiter
         self.reservation_us = reservation_us
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._lengths: Counter[str] = Counter()
+        self._lines: dict[str, _Line] = {}
+        self._lengths: Counter[str] = Counter()  # per key: jobs still waiting for their reservation
         self._deferred_turns: dict[str, float] = {}  # per key: the latest turn promised to a deferred job
 
     def backlog_us(self, denied: Denied) -> int:
@@ -87,25 +137,32 @@ class LimitLines:
         self._deferred_turns[denied.key] = turn
         return int((turn - now) * 1_000_000)
 
-    def join(self, denied: Denied, limits: Sequence[Limit]) -> Callable[[], Awaitable[float]]:
-        """Take a place in the binding limit's line now; the returned ``turn`` waits for it."""
+    def join(self, denied: Denied, limits: Sequence[Limit]) -> LineTurn:
+        """Take a place in the binding limit's line now; the returned turn waits for it."""
         key = denied.key
+        line = self._lines.get(key)
+        if line is None:
+            line = self._lines[key] = _Line(
+                asyncio.Lock(), asyncio.Semaphore(line_in_flight(denied.interval_us))
+            )
+        line.members += 1
         self._lengths[key] += 1
-        lock = self._locks.setdefault(key, asyncio.Lock())  # asyncio.Lock wakes its waiters in FIFO order
+        return LineTurn(self, key, line, limits)
 
-        async def turn() -> float:
-            try:
-                async with lock:
-                    return await self._reserve(limits)
-            finally:
-                self._lengths[key] -= 1
-                if not self._lengths[key]:
-                    del self._lengths[key]
-                    self._locks.pop(key, None)
+    def left_queue(self, key: str) -> None:
+        """A member got its reservation (or gave up waiting for it)."""
+        self._lengths[key] -= 1
+        if not self._lengths[key]:
+            del self._lengths[key]
 
-        return turn
+    def left_line(self, key: str, line: _Line) -> None:
+        """A member is done: an empty line is forgotten (a recipient domain seen once costs nothing)."""
+        line.members -= 1
+        if not line.members and self._lines.get(key) is line:
+            del self._lines[key]
 
-    async def _reserve(self, limits: Sequence[Limit]) -> float:
+    async def reserve(self, limits: Sequence[Limit]) -> float:
+        """Ask until granted (a line's head only); the seconds still to sleep."""
         while True:
             verdict = await self.limiter.acquire(limits, self.reservation_us)
             if isinstance(verdict, Granted):

@@ -517,15 +517,18 @@ class BatchHandler:
         claim's, the render's and the staging's varying delays do not bunch sends at the provider."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        if release is None:  # in a limit's line: the reservation comes with the turn
-            assert admitted.turn is not None
-            release = self._release(await admitted.turn(), admitted.limits)
-        at = release.plan() if release is not None else loop.time()
-        await asyncio.sleep(max(0.0, at - loop.time() - PREPARE_LEAD_SECONDS))
-        self.jobs.metrics.waited(self.channel, at - started)
-        await self._slots.acquire()
-        _release.set(release)
-        return await self._run(job_id)
+        try:
+            if admitted.turn is not None:  # in a limit's line: the reservation comes with the turn
+                release = self._release(await admitted.turn.wait(), admitted.limits)
+            at = release.plan() if release is not None else loop.time()
+            await asyncio.sleep(max(0.0, at - loop.time() - PREPARE_LEAD_SECONDS))
+            self.jobs.metrics.waited(self.channel, at - started)
+            await self._slots.acquire()
+            _release.set(release)
+            return await self._run(job_id)
+        finally:
+            if admitted.turn is not None:
+                admitted.turn.done()
 
     async def _run_paced(self, job_id: int, release: _Release | None) -> JobState | None:
         """A job admitted (nearly) at once, already in its slot."""

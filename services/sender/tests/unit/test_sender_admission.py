@@ -270,9 +270,11 @@ async def test_a_line_serves_its_jobs_in_order_at_the_limits_spacing() -> None:
 
     async def serve(job_id: int, admitted: Admit | Deferral) -> None:
         assert isinstance(admitted, Admit)
-        wait = await admitted.turn() if admitted.turn is not None else admitted.wait
+        wait = await admitted.turn.wait() if admitted.turn is not None else admitted.wait
         await asyncio.sleep(wait)
         served.append(job_id)
+        if admitted.turn is not None:
+            admitted.turn.done()
 
     await asyncio.gather(*(serve(i, v) for i, v in enumerate(verdicts, 1)))
     assert served == [1, 2, 3, 4, 5, 6]  # FIFO within the limit

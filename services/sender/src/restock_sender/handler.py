@@ -30,6 +30,7 @@ from restock_common.faults import FaultPoints
 from restock_common.messages import Channel, JobBatch
 from restock_common.telemetry import current_trace_id
 from restock_sender.admission import CHANNEL_PAUSED, Admission, Admit
+from restock_sender.call_window import CallWindow, Waiter
 from restock_sender.delivery import (
     Classification,
     Decision,
@@ -162,6 +163,21 @@ class _Progress:
     provider_called: bool = False
 
 
+def _always() -> bool:
+    return True
+
+
+@dataclass
+class _Held:
+    """The provider-call window as one send holds it: how it came in (``marked``: by the previous holder's
+    statement, ``None``: it marks itself) and whom it hands the window to when it leaves."""
+
+    window: CallWindow[ClaimedJob] | None
+    marked: bool | None
+    successor: Waiter[ClaimedJob] | None = None
+    successor_marked: bool | None = None
+
+
 class JobHandler:
     """Delivers one notification job on its channel (``outbound``: email unless told otherwise)."""
 
@@ -185,7 +201,9 @@ class JobHandler:
     ) -> None:
         self.store = store
         # Sends past their provider-call mark and not yet recorded, at most (None: no bound).
-        self._unconfirmed = asyncio.Semaphore(unconfirmed_sends) if unconfirmed_sends else None
+        self._window: CallWindow[ClaimedJob] | None = (
+            CallWindow(unconfirmed_sends) if unconfirmed_sends else None
+        )
         self.provider = provider
         self.outbound: Outbound = outbound or EmailOutbound(cast(EmailProvider, provider))
         self.renderer = renderer
@@ -276,8 +294,9 @@ class JobHandler:
         """Mark, call, record. From the mark to the record, a crash leaves the outcome unknown: this process
         keeps at most ``unconfirmed_sends`` jobs there (email; ADR 21), so a crash leaves no more
         indeterminate jobs. Staging (all of SMTP but the final dot, ADR 23) stays out of it."""
-        async with self._provider_call_window():
-            if not await self.store.mark_provider_call(job):
+        async with self._provider_call_window(job) as held:
+            marked = held.marked if held.marked is not None else await self.store.mark_provider_call(job)
+            if not marked:
                 log.warning(
                     "lease ended before the provider call; nothing sent", extra={"job_id": job.job_id}
                 )
@@ -290,7 +309,7 @@ class JobHandler:
             try:
                 sent = await staged.send()
             except ProviderError as error:
-                return await self._failed(job, error, started, variables, template)
+                return await self._failed(job, error, started, variables, template, held=held)
             self.faults.reach("after_provider_ok_before_commit")
             return await self._conclude(
                 job,
@@ -300,32 +319,52 @@ class JobHandler:
                 receipt=sent.receipt,
                 template=template,
                 segments=sent.segments,
+                held=held,
             )
 
     @contextlib.asynccontextmanager
-    async def _provider_call_window(self) -> AsyncIterator[None]:
+    async def _provider_call_window(self, job: ClaimedJob) -> AsyncIterator[_Held]:
         """Inside the bound on unconfirmed sends, at the task's reserved instant, with room under the
         release guard (ADR 23). The guard is checked only once the bound is held, so a send that queued
         for the bound is not let out in a bunch with the sends behind it; when it must wait, it waits
         outside the bound, so nobody else's send waits behind a saturated limit's. The call itself is
         counted after the mark (``_Release.at_call``); with one unconfirmed send (email's default) nobody
-        can take the room in between."""
+        can take the room in between. A send handed the window by the previous holder (ADR 25) comes in
+        already marked, and only while its guard lets it go at once."""
         release = _release.get()
-        bound = self._unconfirmed
+        window = self._window
+        ready = release.ready if release is not None else _always
         while True:
             if release is not None:
                 await release.wait()
-            if bound is not None:
-                await bound.acquire()
-            if release is None or release.ready():
+            if window is None:
+                held = _Held(None, None)
                 break
-            if bound is not None:
-                bound.release()
+            entry = await window.enter(job, ready)
+            held = _Held(window, entry.marked)
+            if entry.marked is not None or ready():
+                break
+            window.leave()
         try:
-            yield
+            yield held
         finally:
-            if bound is not None:
-                bound.release()
+            if window is not None:
+                window.leave(held.successor, held.successor_marked)
+
+    async def _record(self, record: AttemptRecord, held: _Held | None) -> bool:
+        """The attempt's record; from inside the window, with the mark of the first send waiting for it
+        that may go now, in the same statement (ADR 25), and the window then goes to that send."""
+        window = held.window if held is not None else None
+        successor = window.take_next() if window is not None and not record.opted_out_at_provider else None
+        if held is None or window is None or successor is None:
+            return await self.store.record(record)
+        try:
+            applied, marked = await self.store.record_and_mark(record, successor.payload)
+        except BaseException:
+            window.requeue(successor)  # unmarked: it marks itself once the window comes to it
+            raise
+        held.successor, held.successor_marked = successor, marked
+        return applied
 
     async def _template(self, job: ClaimedJob) -> TemplateRecord | None:
         """The version pinned at freeze (marked used from now on), or the channel's built-in one."""
@@ -342,6 +381,8 @@ class JobHandler:
         started: datetime,
         variables: Mapping[str, Any],
         template: TemplateRecord | None = None,
+        *,
+        held: _Held | None = None,
     ) -> JobState:
         classification: Classification = classify(error)
         if classification.kind == "configuration":
@@ -363,6 +404,7 @@ class JobHandler:
             error_detail=_redacted(f"{error.kind}: {error.detail}", job.email, job.phone)[:2000],
             template=template,
             opted_out_at_provider=isinstance(classification, Permanent) and classification.opted_out,
+            held=held,
         )
 
     async def _conclude(
@@ -380,8 +422,10 @@ class JobHandler:
         template: TemplateRecord | None = None,
         segments: int | None = None,
         opted_out_at_provider: bool = False,
+        held: _Held | None = None,
     ) -> JobState:
-        """Decide the next state from the table and record the attempt: the one place state is written."""
+        """Decide the next state from the table and record the attempt: the one place state is written
+        (``held``: the provider-call window this attempt holds, whose next send the record may mark)."""
         state = next_state(job.state, decision.event)
         retry_at = started + timedelta(seconds=decision.retry_in) if decision.retry_in is not None else None
         record = AttemptRecord(
@@ -401,7 +445,7 @@ class JobHandler:
             segments=segments,
             opted_out_at_provider=opted_out_at_provider,
         )
-        applied = await self.store.record(record)
+        applied = await self._record(record, held)
         self.metrics.attempt_recorded(job, state, error_kind)
         log.info(
             "attempt recorded",

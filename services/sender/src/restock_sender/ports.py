@@ -148,6 +148,12 @@ class JobStore(Protocol):
         ``sent`` the subscription's counters. False when the job was no longer ours (lease lost)."""
         ...
 
+    async def record_and_mark(self, record: AttemptRecord, next_job: ClaimedJob) -> tuple[bool, bool]:
+        """``record`` and ``mark_provider_call(next_job)`` committed together, in one round trip (the
+        provider-call window handed over, ADR 25): whether the record moved its job, and whether the next
+        job is marked. Never for a record that unsubscribes (``opted_out_at_provider``)."""
+        ...
+
 
 class EmailProvider(Protocol):
     """Sends one email; raises ``delivery.ProviderError`` (data) when it is not accepted."""

@@ -80,6 +80,11 @@ class FakeJobStore:
         self.records.append(record)
         return True
 
+    async def record_and_mark(self, record: AttemptRecord, next_job: ClaimedJob) -> tuple[bool, bool]:
+        """The record, then the next job's mark (the real store commits both at once)."""
+        applied = await self.record(record)
+        return applied, await self.mark_provider_call(next_job)
+
 
 class FakeProvider:
     """Accepts every message, or raises the error configured for its recipient."""

@@ -46,7 +46,7 @@ SELECT c.id, c.tenant, c.subscription, c.variant_id, c.channel, c.notification_k
 # provider-call mark and this record few, ADR 21, so its cost is paid per message): the job's new state
 # (only if still processing: a job whose lease was taken over is not overwritten, but its attempt is still
 # logged), the log row, and on ``sent`` the subscription's counters. ``updated``: whether the job moved.
-_RECORD = """
+_RECORD_CTES = """
 WITH job AS (
     UPDATE notification_jobs
        SET state = {}, lease_until = NULL, next_attempt_at = {}, decision = {}, last_error_kind = {},
@@ -64,8 +64,23 @@ WITH job AS (
     UPDATE subscriptions SET notified_count = notified_count + 1, last_notified_at = now()
      WHERE id IN (SELECT subscription FROM job WHERE state = 'sent')
 )
-SELECT count(*) AS updated FROM job
 """
+
+_RECORD = _RECORD_CTES + "SELECT count(*) AS updated FROM job\n"
+
+# An attempt's record and the next send's provider-call mark (``_MARK_PROVIDER_CALL``), committed together:
+# the provider-call window handed over (``restock_sender.call_window``, ADR 25). Two different jobs' rows.
+_RECORD_AND_MARK = (
+    _RECORD_CTES
+    + """, marked AS (
+    UPDATE notification_jobs
+       SET provider_called_at = COALESCE(provider_called_at, now())
+     WHERE id = {} AND state = 'processing' AND attempt = {} AND lease_until > now()
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM job) AS updated, (SELECT count(*) FROM marked) AS marked
+"""
+)
 
 # A claim given back before the provider was called: the attempt is not counted, and ``enqueued_at`` is
 # cleared so the scheduler publishes the job again should its batch never come back.
@@ -174,18 +189,54 @@ class PiccoloJobStore:
             lambda number: self._record(record, retrying=number > 1), what="record attempt"
         )
 
+    async def record_and_mark(self, record: AttemptRecord, next_job: ClaimedJob) -> tuple[bool, bool]:
+        return await retry_on_connection_loss(
+            lambda number: self._record_and_mark(record, next_job, retrying=number > 1),
+            what="record attempt and mark the next provider call",
+        )
+
+    async def _record_and_mark(
+        self, record: AttemptRecord, next_job: ClaimedJob, *, retrying: bool
+    ) -> tuple[bool, bool]:
+        if retrying:
+            applied = await self._already_recorded(record)
+            if applied is not None:  # committed with the mark, its answer lost: the mark is idempotent
+                return applied, await self.mark_provider_call(next_job)
+        [row] = await NotificationJob.raw(
+            _RECORD_AND_MARK, *self._record_values(record), next_job.job_id, next_job.attempt
+        )
+        return bool(row["updated"]), bool(row["marked"])
+
+    async def _already_recorded(self, record: AttemptRecord) -> bool | None:
+        """Whether this attempt's log row is there (and if so whether the job holds its state)."""
+        job = record.job
+        done = await NotificationJob.raw(
+            _ALREADY_RECORDED, record.state.value, job.job_id, job.attempt, record.started_at
+        )
+        return bool(done[0]["applied"]) if done else None
+
     async def _record(self, record: AttemptRecord, *, retrying: bool) -> bool:
         job = record.job
-        template = record.template
         if retrying:
             # The previous try may have committed, its answer lost with the connection: never log twice.
-            done = await NotificationJob.raw(
-                _ALREADY_RECORDED, record.state.value, job.job_id, job.attempt, record.started_at
-            )
-            if done:
-                return bool(done[0]["applied"])
-        statement = NotificationJob.raw(
-            _RECORD,
+            applied = await self._already_recorded(record)
+            if applied is not None:
+                return applied
+        statement = NotificationJob.raw(_RECORD, *self._record_values(record))
+        if not record.opted_out_at_provider:
+            [row] = await statement
+            return bool(row["updated"])
+        async with transaction(self.engine):  # rare (Twilio 21610): the unsubscribe commits with the record
+            [row] = await statement
+            await Subscription.raw(_PROVIDER_OPT_OUT, job.subscription_id, job.job_id, record.error_code)
+        return bool(row["updated"])
+
+    @staticmethod
+    def _record_values(record: AttemptRecord) -> tuple[Any, ...]:
+        """``_RECORD_CTES``' values, in order."""
+        job = record.job
+        template = record.template
+        return (
             record.state.value,
             record.next_attempt_at,
             record.decision,
@@ -214,10 +265,3 @@ class PiccoloJobStore:
             record.started_at,
             record.segments,
         )
-        if not record.opted_out_at_provider:
-            [row] = await statement
-            return bool(row["updated"])
-        async with transaction(self.engine):  # rare (Twilio 21610): the unsubscribe commits with the record
-            [row] = await statement
-            await Subscription.raw(_PROVIDER_OPT_OUT, job.subscription_id, job.job_id, record.error_code)
-        return bool(row["updated"])

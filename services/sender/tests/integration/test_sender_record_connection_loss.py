@@ -52,8 +52,8 @@ async def store(engine: PostgresEngine, settings: Settings, clean_db: None) -> A
         await close_engine(own)
 
 
-async def _claimed(store: PiccoloJobStore, address: str) -> ClaimedJob:
-    tenant = Tenant(shop_domain=SHOP)
+async def _claimed(store: PiccoloJobStore, address: str, shop: str = SHOP) -> ClaimedJob:
+    tenant = Tenant(shop_domain=shop)
     await tenant.save()
     detected_at = datetime(2026, 6, 1, tzinfo=UTC)
     window = keys.restock_window(detected_at)
@@ -195,3 +195,53 @@ async def test_the_mark_is_refused_once_the_lease_ended_or_the_attempt_is_not_ou
     )
     assert await store.mark_provider_call(job) is False  # the reaper may already be sending it back
     assert (await _mark(job.job_id) or {})["provider_called_at"] is None
+
+
+# --- the provider-call window handed over (ADR 25): a record carries the next send's mark -----------------
+
+
+async def _logs(job_id: int) -> list[dict[str, object]]:
+    return list(await NotificationLog.select(NotificationLog.outcome).where(NotificationLog.job == job_id))
+
+
+async def test_a_record_and_the_next_sends_mark_commit_together(store: PiccoloJobStore) -> None:
+    sent = await _claimed(store, "alan@example.com")
+    following = await _claimed(store, "kurt@example.com", shop="record-loss-other.myshopify.com")
+    assert await store.mark_provider_call(sent) is True
+
+    assert await store.record_and_mark(_sent(sent), following) == (True, True)
+
+    assert (await _mark(sent.job_id) or {})["state"] == "sent"
+    assert await _logs(sent.job_id) == [{"outcome": "sent"}]
+    assert (await _mark(following.job_id) or {})["provider_called_at"] is not None
+    assert await _logs(following.job_id) == []  # marked, not recorded: it has not been sent yet
+
+
+async def test_the_record_commits_when_the_next_sends_mark_is_refused(store: PiccoloJobStore) -> None:
+    sent = await _claimed(store, "hedy@example.com")
+    following = await _claimed(store, "emmy@example.com", shop="record-loss-other.myshopify.com")
+    await NotificationJob.update({NotificationJob.lease_until: datetime(2026, 1, 1, tzinfo=UTC)}).where(
+        NotificationJob.id == following.job_id
+    )
+
+    assert await store.record_and_mark(_sent(sent), following) == (True, False)
+
+    assert await _logs(sent.job_id) == [{"outcome": "sent"}]
+    assert (await _mark(following.job_id) or {})["provider_called_at"] is None
+
+
+async def test_a_record_and_mark_survives_a_lost_connection_and_a_lost_answer_once(
+    store: PiccoloJobStore, settings: Settings
+) -> None:
+    sent = await _claimed(store, "john@example.com")
+    following = await _claimed(store, "claude@example.com", shop="record-loss-other.myshopify.com")
+    record = _sent(sent)
+    assert await _terminate_the_stores_connections(settings) >= 1
+
+    assert await store.record_and_mark(record, following) == (True, True)  # retried on a fresh connection
+    first = (await _mark(following.job_id) or {})["provider_called_at"]
+    # A retry whose previous try committed, its answer lost: nothing logged twice, the mark kept.
+    assert await store._record_and_mark(record, following, retrying=True) == (True, True)
+
+    assert await _logs(sent.job_id) == [{"outcome": "sent"}]
+    assert (await _mark(following.job_id) or {})["provider_called_at"] == first

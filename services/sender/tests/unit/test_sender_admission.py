@@ -10,13 +10,15 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
+import pytest
+
 from restock_common.faults import FaultPoints
 from restock_common.messages import JobBatch
 from restock_common.rules import Rules, SendWindowRule
-from restock_sender.admission import Admission, Admit
+from restock_sender.admission import Admission, Admit, LimitLines, line_in_flight
 from restock_sender.delivery import JobState, ProviderError, RetryPolicy
 from restock_sender.handler import BatchHandler, JobHandler
-from restock_sender.limiter import Granted, Limit, LimitConfig, Verdict, acquire
+from restock_sender.limiter import Denied, Granted, Limit, LimitConfig, Verdict, acquire
 from restock_sender.pause import ChannelPause
 from restock_sender.ports import (
     AttemptRecord,
@@ -288,6 +290,42 @@ async def test_a_line_serves_its_jobs_in_order_at_the_limits_spacing() -> None:
     assert all(b - a >= 50_000 for a, b in pairwise(instants))  # 20/s: 50 ms apart
 
 
+@pytest.mark.parametrize(
+    ("per_second", "in_flight"),
+    [(1.0, 2), (10.0, 2), (50.0, 5), (200.0, 20), (1000.0, 100)],  # 100 ms of the limit's sends, at least 2
+)
+def test_a_line_reserves_for_at_most_100_ms_of_its_limits_sends(per_second: float, in_flight: int) -> None:
+    assert line_in_flight(Limit("domain", "k", per_second).interval_us) == in_flight
+
+
+async def test_a_line_stops_reserving_while_its_sends_are_not_finished() -> None:
+    """ADR 25: sends that fell behind (a slow loop, a stalled peer) hold the line's next reservation back,
+    instead of the line reserving on at the limit's rate and the late sends piling up in slots."""
+
+    class Granting:
+        async def acquire(self, limits: Sequence[Limit], max_wait_us: int) -> Verdict:
+            return Granted(0)
+
+    lines = LimitLines(Granting(), 50_000)  # type: ignore[arg-type]
+    slow = Limit("domain", "k", 10.0)  # 100 ms apart: two sends in flight at most
+    denied = Denied(0, "domain", slow.key, slow.interval_us)
+    turns = [lines.join(denied, [slow]) for _ in range(4)]
+    waits = [asyncio.create_task(turn.wait()) for turn in turns]
+    await asyncio.sleep(0.01)
+    assert [w.done() for w in waits] == [True, True, False, False]
+    turns[0].done()  # the first send finished: the third may reserve
+    await asyncio.sleep(0.01)
+    assert [w.done() for w in waits] == [True, True, True, False]
+    for turn in turns[1:3]:
+        turn.done()
+    await asyncio.sleep(0.01)
+    assert all(w.done() for w in waits)
+    turns[3].done()
+    turns[3].done()  # done twice (a finally after a done) gives back one place only
+    assert lines.backlog_us(denied) == 0
+    assert not lines._lines  # an idle line is forgotten
+
+
 async def test_a_saturated_domain_never_delays_mail_to_other_domains() -> None:
     pause = ChannelPause("email", FakePauseStore())
     slow = [route(i, "slow.test") for i in range(1, 6)]
@@ -327,6 +365,27 @@ async def test_a_reserved_wait_holds_no_slot() -> None:
     await batch_handler(jobs, provider, gate, pause, concurrency=1)(JobBatch(channel="email", job_ids=[1, 2]))
     # Job 1 came first but sleeps its reservation outside the only slot: job 2 is sent meanwhile.
     assert provider.sent == ["shopper2@fast.test", "shopper1@slow.test"]
+
+
+async def test_a_send_held_back_by_its_limits_spacing_waits_for_it_holding_no_slot() -> None:
+    """ADR 25: granted at once, the second send to a 2/s domain is still released half a second after the
+    first (this process's spacing); it waits for that outside the only slot, so mail to another domain
+    behind it in the batch goes first."""
+
+    class Granting:
+        async def acquire(self, limits: Sequence[Limit], max_wait_us: int) -> Verdict:
+            return Granted(0)
+
+    pause = ChannelPause("email", FakePauseStore())
+    store = FakeAdmissionStore(route(1, "slow.test"), route(2, "slow.test"), route(3, "fast.test"))
+    config = LimitConfig({"email": 1000.0}, {"slow.test": 2.0}, None, None, None)
+    gate = admission(store, pause, Granting(), config=config)  # type: ignore[arg-type]
+    jobs = FakeJobStore(claimed(1, "slow.test"), claimed(2, "slow.test"), claimed(3, "fast.test"))
+    provider = SlowProvider()
+    await batch_handler(jobs, provider, gate, pause, concurrency=1)(
+        JobBatch(channel="email", job_ids=[1, 2, 3])
+    )
+    assert provider.sent == ["shopper1@slow.test", "shopper3@fast.test", "shopper2@slow.test"]
 
 
 async def test_a_configuration_error_pauses_the_channel_and_returns_the_job_due_at_once() -> None:

@@ -62,6 +62,7 @@ class FakeJobStore:
         self.records: list[AttemptRecord] = []
         self.marked: list[int] = []  # provider-call marks, in order
         self.released: list[int] = []
+        self.handed_over: list[tuple[int, int]] = []  # (recorded job, job marked in the same statement)
 
     async def claim(self, job_id: int, lease_seconds: int) -> ClaimedJob | NotClaimable:
         self.claims.append(job_id)
@@ -82,6 +83,7 @@ class FakeJobStore:
 
     async def record_and_mark(self, record: AttemptRecord, next_job: ClaimedJob) -> tuple[bool, bool]:
         """The record, then the next job's mark (the real store commits both at once)."""
+        self.handed_over.append((record.job.job_id, next_job.job_id))
         applied = await self.record(record)
         return applied, await self.mark_provider_call(next_job)
 
@@ -384,6 +386,59 @@ async def test_unconfirmed_sends_bound_the_jobs_a_crash_could_leave_indeterminat
     assert len(provider.sent) == 12
     assert store.peak_unconfirmed == peak
     assert store.unconfirmed == 0
+
+
+async def test_with_one_unconfirmed_send_each_record_carries_the_next_sends_mark() -> None:
+    """ADR 25: the window is handed over, marked, instead of each send marking itself after its record."""
+    store, provider = WindowStore(*(claimed(i) for i in range(1, 13))), YieldingProvider()
+    batches = BatchHandler(
+        make_handler(store, provider, unconfirmed_sends=1), "email", concurrency=4, faults=FaultPoints(None)
+    )
+    assert await batches(JobBatch(channel="email", job_ids=list(range(1, 13)))) is Outcome.ACK
+    assert len(provider.sent) == 12
+    assert sorted(store.marked) == list(range(1, 13))  # each marked once, by itself or by a hand-over
+    assert len(store.handed_over) >= 6  # four sends at once keep a successor waiting most of the time
+    assert all(recorded != marked for recorded, marked in store.handed_over)
+    assert store.peak_unconfirmed == 1
+
+
+class HandOverRefused(WindowStore):
+    """The statement that records one send and marks the next: its mark refused, or the whole of it lost."""
+
+    def __init__(self, *jobs: ClaimedJob, fail: bool) -> None:
+        super().__init__(*jobs)
+        self.fail = fail
+
+    async def record_and_mark(self, record: AttemptRecord, next_job: ClaimedJob) -> tuple[bool, bool]:
+        self.handed_over.append((record.job.job_id, next_job.job_id))
+        if self.fail:
+            raise ConnectionError("database went away")
+        return await self.record(record), False  # the next job's lease ended meanwhile
+
+
+async def test_a_send_handed_the_window_with_its_mark_refused_sends_nothing() -> None:
+    store, provider = HandOverRefused(*(claimed(i) for i in range(1, 5)), fail=False), YieldingProvider()
+    batches = BatchHandler(
+        make_handler(store, provider, unconfirmed_sends=1), "email", concurrency=4, faults=FaultPoints(None)
+    )
+    assert await batches(JobBatch(channel="email", job_ids=[1, 2, 3, 4])) is Outcome.ACK
+    successors = {marked for _, marked in store.handed_over}
+    assert successors  # the first send's record was handed a successor
+    sent = {int(message.notification_key.split(":")[1]) - 10 for message in provider.sent}
+    assert not sent & successors  # refused: nothing sent, nothing recorded for them
+    assert {record.job.job_id for record in store.records} == sent
+
+
+async def test_a_hand_over_whose_statement_failed_leaves_the_next_send_to_mark_itself() -> None:
+    store, provider = HandOverRefused(*(claimed(i) for i in range(1, 5)), fail=True), YieldingProvider()
+    batches = BatchHandler(
+        make_handler(store, provider, unconfirmed_sends=1), "email", concurrency=4, faults=FaultPoints(None)
+    )
+    # The holders' records failed (as a record that lost its database does): the batch is retried.
+    assert await batches(JobBatch(channel="email", job_ids=[1, 2, 3, 4])) is Outcome.REQUEUE
+    assert len(provider.sent) == 4  # every successor still marked itself and went out...
+    assert sorted(store.marked) == [1, 2, 3, 4]  # ...once
+    # (Their records all failed, so each stays marked and unrecorded, as a failed record always left it.)
 
 
 async def test_a_claim_whose_lease_ended_before_the_mark_sends_nothing() -> None:

@@ -122,10 +122,31 @@ class LimitLines:
         self._lines: dict[str, _Line] = {}
         self._lengths: Counter[str] = Counter()  # per key: jobs still waiting for their reservation
         self._deferred_turns: dict[str, float] = {}  # per key: the latest turn promised to a deferred job
+        self._denials: dict[str, tuple[float, int]] = {}  # per key with a line: the last denial (when, wait)
 
     def backlog_us(self, denied: Denied) -> int:
         """How long until a job denied so would be served, behind this process's line for that limit."""
         return denied.wait_us + self._lengths[denied.key] * denied.interval_us
+
+    def noted(self, denied: Denied) -> Denied:
+        """Remember the limiter's last denial on its key (``beyond`` estimates the next one from it)."""
+        self._denials[denied.key] = (time.monotonic(), denied.wait_us)
+        return denied
+
+    def beyond(self, limits: Sequence[Limit], horizon_us: int) -> Denied | None:
+        """The first of ``limits`` with a line in this process so long that a job joining it now would be
+        served later than ``horizon_us``, as the denial the limiter would give (its wait estimated from the
+        last one on that key: never less than a reservation); or None. Such a job is deferred whatever the
+        limiter says, so it is not asked."""
+        for limit in limits:
+            length = self._lengths[limit.key]
+            if not length:
+                continue
+            at, wait_us = self._denials.get(limit.key, (0.0, 0))
+            wait_us = max(self.reservation_us, wait_us - int((time.monotonic() - at) * 1_000_000))
+            if wait_us + length * limit.interval_us > horizon_us:
+                return Denied(wait_us, limit.name, limit.key, limit.interval_us)
+        return None
 
     def deferred_turn_us(self, denied: Denied) -> int:
         """The turn of a job deferred on this limit, in microseconds from now: behind the line *and* behind
@@ -160,6 +181,7 @@ class LimitLines:
         line.members -= 1
         if not line.members and self._lines.get(key) is line:
             del self._lines[key]
+            self._denials.pop(key, None)
 
     async def reserve(self, limits: Sequence[Limit]) -> float:
         """Ask until granted (a line's head only); the seconds still to sleep."""
@@ -240,9 +262,14 @@ class Admission:
         )
         if not limits:
             return Admit()
-        verdict = await self.limiter.acquire(limits, self.lines.reservation_us)
+        # Behind a line already longer than the horizon the job is deferred whatever the limiter says: a
+        # backlog arriving at once (a restock's thousand jobs to one domain) costs no call each.
+        verdict = self.lines.beyond(limits, self.queue_us) or await self.limiter.acquire(
+            limits, self.lines.reservation_us
+        )
         if isinstance(verdict, Granted):
             return Admit(verdict.wait_us / 1_000_000, limits=tuple(limits))
+        self.lines.noted(verdict)
         if self.lines.backlog_us(verdict) > self.queue_us or verdict.limit == "unavailable":
             turn = self.lines.deferred_turn_us(verdict)
             until = now + timedelta(microseconds=max(turn - self.return_lead_us, verdict.wait_us // 2))

@@ -326,6 +326,32 @@ async def test_a_line_stops_reserving_while_its_sends_are_not_finished() -> None
     assert not lines._lines  # an idle line is forgotten
 
 
+async def test_behind_a_line_longer_than_the_horizon_jobs_are_deferred_without_asking_the_limiter() -> None:
+    class Counting(ClockLimiter):
+        calls = 0
+
+        async def acquire(self, limits: Sequence[Limit], max_wait_us: int) -> Verdict:
+            Counting.calls += 1
+            return await super().acquire(limits, max_wait_us)
+
+    config = LimitConfig({"email": None}, {"slow.test": 20.0}, None, None, None)  # 50 ms apart
+    gate = admission(
+        FakeAdmissionStore(),
+        ChannelPause("email", FakePauseStore()),
+        Counting(now_us=0),
+        queue=0.2,
+        config=config,
+    )
+    verdicts = [await gate.admit(route(i, "slow.test")) for i in range(1, 11)]
+    # Granted now and 50 ms ahead, then three in the line (100-200 ms), then deferred without a call.
+    lined = [v for v in verdicts if isinstance(v, Admit) and v.turn is not None]
+    deferred = [v for v in verdicts if isinstance(v, Deferral)]
+    assert len(lined) == 3
+    assert [v.decision for v in deferred] == ["rate-limited:domain"] * 5
+    assert Counting.calls == 5
+    assert [d.until for d in deferred] == sorted(d.until for d in deferred)  # spread, FIFO
+
+
 async def test_a_saturated_domain_never_delays_mail_to_other_domains() -> None:
     pause = ChannelPause("email", FakePauseStore())
     slow = [route(i, "slow.test") for i in range(1, 6)]

@@ -33,9 +33,9 @@ Headroom, and the release guard (ADR 23). A reservation is an instant; the peer 
 *arrives*, after a claim, a render, a database commit and a network write, each with its own jitter, and
 after any stall of the sender or of the peer. With spacing of exactly ``1/r`` a window at the peer holds
 ``r`` sends only if no two sends one second apart drift toward each other at all. So each limit is spaced
-for ``r * (1 - headroom)`` (``RESTOCK_LIMIT_HEADROOM``, 3 % by default): ``r`` sends then span
+for ``r * (1 - headroom)`` (``RESTOCK_LIMIT_HEADROOM``, 4 % by default): ``r`` sends then span
 ``1 / (1 - headroom)`` seconds, and the peer stays at or below ``r`` in every one-second window while
-the jitter between sends a second apart stays under about ``headroom`` seconds (30 ms), at the price of
+the jitter between sends a second apart stays under about ``headroom`` seconds (40 ms), at the price of
 filling at most ``1 - headroom`` of the limit. A send whose reservation came late (a loaded machine,
 sends queued behind the provider-call window) would still go out in a bunch with the ones reserved after
 it; ``Releases`` guards the instant of the provider call itself, in this process: at most ``floor(r)``

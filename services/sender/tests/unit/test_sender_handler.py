@@ -388,12 +388,17 @@ async def test_unconfirmed_sends_bound_the_jobs_a_crash_could_leave_indeterminat
     assert store.unconfirmed == 0
 
 
+def one_window_batches(store: FakeJobStore, provider: FakeProvider) -> BatchHandler:
+    """Four sends at once through a window of one unconfirmed send (email's default)."""
+    return BatchHandler(
+        make_handler(store, provider, unconfirmed_sends=1), "email", concurrency=4, faults=FaultPoints(None)
+    )
+
+
 async def test_with_one_unconfirmed_send_each_record_carries_the_next_sends_mark() -> None:
     """ADR 25: the window is handed over, marked, instead of each send marking itself after its record."""
     store, provider = WindowStore(*(claimed(i) for i in range(1, 13))), YieldingProvider()
-    batches = BatchHandler(
-        make_handler(store, provider, unconfirmed_sends=1), "email", concurrency=4, faults=FaultPoints(None)
-    )
+    batches = one_window_batches(store, provider)
     assert await batches(JobBatch(channel="email", job_ids=list(range(1, 13)))) is Outcome.ACK
     assert len(provider.sent) == 12
     assert sorted(store.marked) == list(range(1, 13))  # each marked once, by itself or by a hand-over
@@ -418,9 +423,7 @@ class HandOverRefused(WindowStore):
 
 async def test_a_send_handed_the_window_with_its_mark_refused_sends_nothing() -> None:
     store, provider = HandOverRefused(*(claimed(i) for i in range(1, 5)), fail=False), YieldingProvider()
-    batches = BatchHandler(
-        make_handler(store, provider, unconfirmed_sends=1), "email", concurrency=4, faults=FaultPoints(None)
-    )
+    batches = one_window_batches(store, provider)
     assert await batches(JobBatch(channel="email", job_ids=[1, 2, 3, 4])) is Outcome.ACK
     successors = {marked for _, marked in store.handed_over}
     assert successors  # the first send's record was handed a successor
@@ -431,9 +434,7 @@ async def test_a_send_handed_the_window_with_its_mark_refused_sends_nothing() ->
 
 async def test_a_hand_over_whose_statement_failed_leaves_the_next_send_to_mark_itself() -> None:
     store, provider = HandOverRefused(*(claimed(i) for i in range(1, 5)), fail=True), YieldingProvider()
-    batches = BatchHandler(
-        make_handler(store, provider, unconfirmed_sends=1), "email", concurrency=4, faults=FaultPoints(None)
-    )
+    batches = one_window_batches(store, provider)
     # The holders' records failed (as a record that lost its database does): the batch is retried.
     assert await batches(JobBatch(channel="email", job_ids=[1, 2, 3, 4])) is Outcome.REQUEUE
     assert len(provider.sent) == 4  # every successor still marked itself and went out...
@@ -521,9 +522,7 @@ class StagingProvider(FakeProvider):
 
 async def test_staging_runs_concurrently_outside_the_window_and_only_the_finish_is_serialised() -> None:
     store, provider = WindowStore(*(claimed(i) for i in range(1, 13))), StagingProvider()
-    batches = BatchHandler(
-        make_handler(store, provider, unconfirmed_sends=1), "email", concurrency=4, faults=FaultPoints(None)
-    )
+    batches = one_window_batches(store, provider)
     assert await batches(JobBatch(channel="email", job_ids=list(range(1, 13)))) is Outcome.ACK
     assert len(provider.sent) == 12
     assert store.peak_unconfirmed == 1  # the bound holds

@@ -379,6 +379,39 @@ async def test_451_recipient_ends_failed_temporary_with_next_attempt_in_the_futu
     assert peer.messages == []
 
 
+# Issue 7's SMTP classification table, every row answered by a real SMTP server to a real send: the reply
+# at RCPT (basic code and, where servers send one, the enhanced status) -> the job's state and error kind.
+SMTP_TABLE = [
+    ("421 4.4.2 Service not available, closing channel", "failed-temporary", "temporary", "421"),
+    ("450 4.2.1 Mailbox temporarily unavailable", "failed-temporary", "temporary", "450"),
+    ("451 4.7.1 Greylisted, try again later", "failed-temporary", "temporary", "451"),
+    ("452 4.2.2 Mailbox full", "failed-temporary", "temporary", "452"),
+    ("550 5.1.1 No such user", "failed-permanent", "permanent", "550"),
+    ("551 5.1.6 User not local", "failed-permanent", "permanent", "551"),
+    ("553 5.1.3 Mailbox name not allowed", "failed-permanent", "permanent", "553"),
+    ("554 5.7.1 Message refused by policy", "failed-permanent", "permanent", "554"),
+    ("550 5.7.1 Sender rejected by recipient's policy", "failed-permanent", "permanent", "550"),
+]
+
+
+async def test_every_smtp_row_of_the_classification_table_over_the_wire(
+    sender: Consumer, broker: Broker, smtp_peer: tuple[RecordingSmtp, int]
+) -> None:
+    peer, _ = smtp_peer
+    addresses = [f"row{i}@example.com" for i in range(len(SMTP_TABLE))]
+    for address, (reply, _, _, _) in zip(addresses, SMTP_TABLE, strict=True):
+        peer.refuse[address] = reply
+    job_ids = await seed_jobs(*addresses)
+    await broker.publish(JobBatch(channel="email", job_ids=job_ids), topology.jobs_routing_key("email"))
+    await wait_states(job_ids, *(state for _, state, _, _ in SMTP_TABLE))
+    for job_id, (reply, state, kind, code) in zip(job_ids, SMTP_TABLE, strict=True):
+        [log] = await logs(job_id)
+        assert ((await job(job_id))["state"], log["error_kind"], log["error_code"]) == (state, kind, code), (
+            reply
+        )
+    assert peer.messages == []
+
+
 async def test_dispatcher_and_sender_apps_deliver_a_restock_end_to_end(
     clean_db: None,
     engine: Any,

@@ -98,6 +98,7 @@ class LineTurn:
 
     def __init__(self, lines: LimitLines, key: str, line: _Line, limits: Sequence[Limit]) -> None:
         self._lines, self._key, self._line, self._limits = lines, key, line, limits
+        self._queued = True  # counted in the line's length until it holds a reservation (or gives up)
         self._holding = False
         self._done = False
 
@@ -108,15 +109,21 @@ class LineTurn:
             async with self._line.lock:  # asyncio.Lock wakes its waiters in FIFO order
                 return await self._lines.reserve(self._limits)
         finally:
-            self._lines.left_queue(self._key)
+            self._leave_queue()
 
     def done(self) -> None:
         if self._done:
             return
         self._done = True
+        self._leave_queue()  # a turn never waited for (its task cancelled first) leaves no phantom length
         if self._holding:
             self._line.in_flight.release()
         self._lines.left_line(self._key, self._line)
+
+    def _leave_queue(self) -> None:
+        if self._queued:
+            self._queued = False
+            self._lines.left_queue(self._key)
 
 
 class LimitLines:

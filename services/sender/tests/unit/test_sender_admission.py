@@ -322,6 +322,8 @@ async def test_a_line_stops_reserving_while_its_sends_are_not_finished() -> None
     assert all(w.done() for w in waits)
     turns[3].done()
     turns[3].done()  # done twice (a finally after a done) gives back one place only
+    never_waited = lines.join(denied, [slow])  # its task cancelled before it asked for its turn
+    never_waited.done()
     assert lines.backlog_us(denied) == 0
     assert not lines._lines  # an idle line is forgotten
 

@@ -142,10 +142,11 @@ class LimitLines:
         """How long until a job denied so would be served, behind this process's line for that limit."""
         return denied.wait_us + self._lengths[denied.key] * denied.interval_us
 
-    def noted(self, denied: Denied) -> Denied:
-        """Remember the limiter's last denial on its key (``beyond`` estimates the next one from it)."""
-        self._denials[denied.key] = (time.monotonic(), denied.wait_us)
-        return denied
+    def noted(self, denied: Denied) -> None:
+        """Remember the limiter's last denial on a key with a line (``beyond`` estimates the next one from
+        it; a key without a line is not remembered, so recipient domains seen once cost nothing)."""
+        if denied.key in self._lines:
+            self._denials[denied.key] = (time.monotonic(), denied.wait_us)
 
     def beyond(self, limits: Sequence[Limit], horizon_us: int) -> Denied | None:
         """The first of ``limits`` with a line in this process so long that a job joining it now would be
@@ -158,8 +159,9 @@ class LimitLines:
                 continue
             at, wait_us = self._denials.get(limit.key, (0.0, 0))
             wait_us = max(self.reservation_us, wait_us - int((time.monotonic() - at) * 1_000_000))
-            if wait_us + length * limit.interval_us > horizon_us:
-                return Denied(wait_us, limit.name, limit.key, limit.interval_us)
+            estimated = Denied(wait_us, limit.name, limit.key, limit.interval_us)
+            if self.backlog_us(estimated) > horizon_us:
+                return estimated
         return None
 
     def deferred_turn_us(self, denied: Denied) -> int:
@@ -182,6 +184,7 @@ class LimitLines:
             )
         line.members += 1
         self._lengths[key] += 1
+        self.noted(denied)
         return LineTurn(self, key, line, limits)
 
     def left_queue(self, key: str) -> None:

@@ -325,7 +325,10 @@ async def test_a_line_stops_reserving_while_its_sends_are_not_finished() -> None
     never_waited = lines.join(denied, [slow])  # its task cancelled before it asked for its turn
     never_waited.done()
     assert lines.backlog_us(denied) == 0
-    assert not lines._lines  # an idle line is forgotten
+    assert not lines._lines  # an idle line is forgotten, with its last denial
+    assert not lines._denials
+    lines.noted(Denied(30_000, "domain", "seen-once.test", slow.interval_us))
+    assert not lines._denials  # a denial on a key without a line is not kept
 
 
 async def test_behind_a_line_longer_than_the_horizon_jobs_are_deferred_without_asking_the_limiter() -> None:

@@ -15,6 +15,17 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
+async def held_with_waiting(
+    *names: str, ready: bool = True
+) -> tuple[CallWindow[str], list[asyncio.Task[Entry]]]:
+    """A window of one, held, with ``names`` waiting for it in that order (all ``ready`` or none)."""
+    window = CallWindow[str](1)
+    assert await window.enter("holder", lambda: True) == Entry(None)  # free: it marks itself
+    waiting = [asyncio.create_task(window.enter(name, lambda: ready)) for name in names]
+    await _settle()
+    return window, waiting
+
+
 def test_the_bound_is_at_least_one() -> None:
     with pytest.raises(ValueError, match="at least one"):
         CallWindow[int](0)
@@ -60,11 +71,7 @@ async def test_a_hand_over_goes_to_the_first_waiting_send_that_may_go_now_marked
 
 
 async def test_a_hand_over_whose_statement_failed_puts_the_send_back_first_unmarked() -> None:
-    window = CallWindow[str](1)
-    await window.enter("holder", lambda: True)
-    first = asyncio.create_task(window.enter("first", lambda: True))
-    second = asyncio.create_task(window.enter("second", lambda: True))
-    await _settle()
+    window, (first, second) = await held_with_waiting("first", "second")
     taken = window.take_next()
     assert taken is not None
     window.requeue(taken)  # the record-and-mark raised: nothing was marked
@@ -76,20 +83,13 @@ async def test_a_hand_over_whose_statement_failed_puts_the_send_back_first_unmar
 
 
 async def test_a_refused_mark_is_handed_over_as_such() -> None:
-    window = CallWindow[str](1)
-    await window.enter("holder", lambda: True)
-    late = asyncio.create_task(window.enter("lease-gone", lambda: True))
-    await _settle()
+    window, (late,) = await held_with_waiting("lease-gone")
     window.leave(window.take_next(), marked=False)
     assert await late == Entry(False)
 
 
 async def test_a_cancelled_waiter_leaves_the_line() -> None:
-    window = CallWindow[str](1)
-    await window.enter("holder", lambda: True)
-    gone = asyncio.create_task(window.enter("gone", lambda: True))
-    kept = asyncio.create_task(window.enter("kept", lambda: True))
-    await _settle()
+    window, (gone, kept) = await held_with_waiting("gone", "kept")
     gone.cancel()
     await _settle()
     successor = window.take_next()
@@ -100,11 +100,7 @@ async def test_a_cancelled_waiter_leaves_the_line() -> None:
 
 
 async def test_a_successor_cancelled_as_it_is_handed_the_window_passes_it_on() -> None:
-    window = CallWindow[str](1)
-    await window.enter("holder", lambda: True)
-    cancelled = asyncio.create_task(window.enter("cancelled", lambda: True))
-    behind = asyncio.create_task(window.enter("behind", lambda: True))
-    await _settle()
+    window, (cancelled, behind) = await held_with_waiting("cancelled", "behind")
     window.leave(window.take_next(), marked=True)  # handed to "cancelled"...
     cancelled.cancel()  # ...which is cancelled before it runs again
     with pytest.raises(asyncio.CancelledError):

@@ -68,18 +68,22 @@ WITH job AS (
 
 _RECORD = _RECORD_CTES + "SELECT count(*) AS updated FROM job\n"
 
-# An attempt's record and the next send's provider-call mark (``_MARK_PROVIDER_CALL``), committed together:
+# The provider-call mark (ADR 21), only on this claimed attempt while its lease runs: once the lease has
+# expired the reaper may be sending the job back (or already did), and the attempt must not call the provider.
+# Idempotent (COALESCE), so a try whose answer was lost with its connection can be run again.
+_MARK_PROVIDER_CALL = """
+UPDATE notification_jobs
+   SET provider_called_at = COALESCE(provider_called_at, now())
+ WHERE id = {} AND state = 'processing' AND attempt = {} AND lease_until > now()
+RETURNING id
+"""
+
+# An attempt's record and the next send's provider-call mark (the statement above), committed together:
 # the provider-call window handed over (``restock_sender.call_window``, ADR 25). Two different jobs' rows.
 _RECORD_AND_MARK = (
     _RECORD_CTES
-    + """, marked AS (
-    UPDATE notification_jobs
-       SET provider_called_at = COALESCE(provider_called_at, now())
-     WHERE id = {} AND state = 'processing' AND attempt = {} AND lease_until > now()
-    RETURNING id
-)
-SELECT (SELECT count(*) FROM job) AS updated, (SELECT count(*) FROM marked) AS marked
-"""
+    + f", marked AS ({_MARK_PROVIDER_CALL})\n"
+    + "SELECT (SELECT count(*) FROM job) AS updated, (SELECT count(*) FROM marked) AS marked\n"
 )
 
 # A claim given back before the provider was called: the attempt is not counted, and ``enqueued_at`` is
@@ -89,16 +93,6 @@ UPDATE notification_jobs
    SET state = {}, attempt = attempt - 1, lease_until = NULL, enqueued_at = NULL, decision = 'released',
        provider_called_at = NULL, updated_at = now()
  WHERE id = {} AND state = 'processing' AND attempt = {}
-RETURNING id
-"""
-
-# The provider-call mark (ADR 21), only on this claimed attempt while its lease runs: once the lease has
-# expired the reaper may be sending the job back (or already did), and the attempt must not call the provider.
-# Idempotent (COALESCE), so a try whose answer was lost with its connection can be run again.
-_MARK_PROVIDER_CALL = """
-UPDATE notification_jobs
-   SET provider_called_at = COALESCE(provider_called_at, now())
- WHERE id = {} AND state = 'processing' AND attempt = {} AND lease_until > now()
 RETURNING id
 """
 

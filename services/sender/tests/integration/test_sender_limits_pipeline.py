@@ -143,8 +143,17 @@ async def test_saturated_domain_is_deferred_while_other_mail_goes_through_and_al
 
             await wait_for(all_sent)
             transport = httpx.ASGITransport(app=app)
+            metrics = ""
             async with httpx.AsyncClient(transport=transport, base_url="http://sender") as client:
-                metrics = (await client.get("/metrics")).text
+                # A send is counted by its task once its record has committed, one step after the row
+                # reads `sent`: wait for the tenth count (an eleventh would still fail below).
+                async def all_counted() -> bool:
+                    nonlocal metrics
+                    metrics = (await client.get("/metrics")).text
+                    sent = sample(metrics, "restock_sender_attempts_total", channel="email", outcome="sent")
+                    return sent >= 10
+
+                await wait_for(all_counted)
     finally:
         bind_tables(engine)
     assert sorted(message.rcpt_tos[0] for message in mailbox.received()) == sorted(slow + fast)  # once each

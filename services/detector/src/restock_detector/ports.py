@@ -215,6 +215,7 @@ class OutboxRow:
     routing_key: str
     payload: bytes
     traceparent: str | None
+    ordering_key: str | None = None  # rows of one key reach the broker in id order (e.g. tenant:variant)
 
 
 class UnitOfWork(Protocol):
@@ -349,7 +350,9 @@ class OutboxStore(Protocol):
     """The outbox table, from the relay's side."""
 
     def claim(self, limit: int) -> AbstractAsyncContextManager[OutboxBatch]:
-        """Lock up to ``limit`` unpublished rows, oldest first, skipping rows another relay holds."""
+        """Lock up to ``limit`` unpublished rows, oldest first. One batch at a time across every relay: a
+        second relay's claim waits until the first batch ended, so no relay can publish a row of some
+        ordering key while another still holds an earlier row of that key."""
 
 
 class Publisher(Protocol):

@@ -2,10 +2,17 @@
 
 A row is marked only after the broker confirmed it, in the transaction that locked it, so a crash between
 the two publishes it again (at least once; consumers deduplicate by ``message_id`` and the notification
-key). ``FOR UPDATE SKIP LOCKED`` lets several detector replicas relay side by side. A failed publish ends
-the batch: the rows before it are marked, it and the rows after it stay for the next round, after a
-backoff. The relay wakes when a webhook committed a row (then lingers ``LINGER_SECONDS``, so that under
-load one claim takes the rows of several webhooks instead of four round trips each), and polls otherwise.
+key). Relays take turns, one batch at a time (``OutboxStore.claim``), so any number of detector replicas
+relay side by side without two of them publishing rows of one variant out of order.
+
+Within a batch, up to ``window`` publishes await their confirm at once (one confirm round trip per message
+costs twice the CPU per message, here and in RabbitMQ, ADR 26), but never two rows of one ordering key: a
+row waits for the confirm of the previous row of its key. So a failure can never let a later message of a
+variant reach the broker before an earlier one; after a failure no further row starts, the rows already
+out are awaited, those confirmed are marked, and the rest stay for the next round, after a backoff.
+
+The relay wakes when a webhook committed a row (then lingers ``LINGER_SECONDS``, so that under load one
+claim takes the rows of several webhooks instead of four round trips each), and polls otherwise.
 """
 
 from __future__ import annotations
@@ -15,11 +22,12 @@ import contextlib
 import logging
 
 from restock_common.faults import FaultPoints
-from restock_detector.ports import OutboxBatch, OutboxStore, Publisher
+from restock_detector.ports import OutboxBatch, OutboxRow, OutboxStore, Publisher
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 100
+SEQUENTIAL = 1  # one confirm at a time: the window of a relay that shares the webhooks' event loop (ADR 22)
 PUBLISH_TIMEOUT_SECONDS = 10.0
 MAX_BACKOFF_SECONDS = 30.0
 LINGER_SECONDS = 0.02
@@ -46,13 +54,17 @@ class OutboxRelay:
         wakeup: OutboxWakeup,
         poll_seconds: float,
         batch_size: int = BATCH_SIZE,
+        window: int = SEQUENTIAL,
     ) -> None:
+        if window < 1:
+            raise ValueError("the publish window holds at least one message")
         self.outbox = outbox
         self.publisher = publisher
         self.faults = faults
         self.wakeup = wakeup
         self.poll_seconds = poll_seconds
         self.batch_size = batch_size
+        self.window = window
         self._stopping = False
         self._stopped = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -98,34 +110,62 @@ class OutboxRelay:
             return published, published == len(batch.rows)
 
     async def _publish(self, batch: OutboxBatch) -> int:
-        # One confirm at a time, on purpose: pipelined confirms halve the CPU per message but do the relay's
-        # work inside a burst of restocks, on the event loop the webhooks answer on (ADR 22: their p99 went
-        # from under 20 ms to 34-178 ms). At this pace the relay falls behind in a burst and catches up after.
+        """Publish the batch's rows in id order with up to ``window`` confirms outstanding, but never two
+        rows of one ordering key at once: a row waits for the confirm of the previous row of its key, so a
+        failure can never let a later message of a variant reach the broker before an earlier one. After a
+        failure no further row starts; the rows already out are awaited and those confirmed are marked."""
         confirmed: list[int] = []
+        failed: list[int] = []
+        window = asyncio.Semaphore(self.window)
+        last_of_key: dict[str, asyncio.Task[None]] = {}
+        out: set[asyncio.Task[None]] = set()
         try:
             for row in batch.rows:
-                try:
-                    async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
-                        await self.publisher.publish_raw(
-                            row.payload,
-                            row.routing_key,
-                            message_id=row.message_id,
-                            traceparent=row.traceparent,
-                        )
-                except Exception as error:
-                    log.warning(
-                        "outbox publish failed; row kept",
-                        extra={"outbox_id": row.id, "message_id": row.message_id, "error": repr(error)[:200]},
-                    )
-                    await batch.note_failure(row.id)
-                    return len(confirmed)
-                self.faults.reach("after_confirm_before_outbox_mark")
-                confirmed.append(row.id)
-            return len(confirmed)
+                previous = last_of_key.get(row.ordering_key) if row.ordering_key is not None else None
+                if previous is not None:
+                    await asyncio.wait([previous])
+                await window.acquire()
+                if failed:
+                    window.release()
+                    break
+                task = asyncio.create_task(self._publish_row(row, window, confirmed, failed))
+                out.add(task)
+                task.add_done_callback(out.discard)
+                if row.ordering_key is not None:
+                    last_of_key[row.ordering_key] = task
+            if out:
+                await asyncio.wait(set(out))
         finally:
+            for task in out:
+                task.cancel()
+            if out:
+                await asyncio.wait(set(out))
+            for row_id in failed:
+                await batch.note_failure(row_id)
             # One statement for the batch's confirmed rows, in the batch's transaction.
             if confirmed:
                 await batch.mark_published(confirmed)
+        return len(confirmed)
+
+    async def _publish_row(
+        self, row: OutboxRow, window: asyncio.Semaphore, confirmed: list[int], failed: list[int]
+    ) -> None:
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+                await self.publisher.publish_raw(
+                    row.payload, row.routing_key, message_id=row.message_id, traceparent=row.traceparent
+                )
+        except Exception as error:
+            log.warning(
+                "outbox publish failed; row kept",
+                extra={"outbox_id": row.id, "message_id": row.message_id, "error": repr(error)[:200]},
+            )
+            failed.append(row.id)
+            return
+        finally:
+            window.release()
+        self.faults.reach("after_confirm_before_outbox_mark")
+        confirmed.append(row.id)
 
     async def _pause(self, event: asyncio.Event, seconds: float) -> None:
         """Sleep until ``event`` is set (stop sets both) or ``seconds`` pass."""

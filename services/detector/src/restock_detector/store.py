@@ -241,12 +241,16 @@ _DUE_CONFIRMATIONS = (
     _DUE + "AND COALESCE((r.body ->> 'confirm_with_admin_api')::boolean, false) ORDER BY v.armed_at LIMIT $3"
 )
 
+# Relays take turns: a claim waits on the oldest row another relay's batch holds (no SKIP LOCKED), then
+# re-reads it and skips it if that batch published it. So a batch starts at the oldest unpublished row once
+# the batch holding it ended. With SKIP LOCKED, two replicas' relays each took rows of one variant side by
+# side and could publish them out of order.
 _CLAIM_OUTBOX = """
-SELECT id, message_id, routing_key, payload, traceparent FROM outbox
+SELECT id, message_id, routing_key, payload, traceparent, ordering_key FROM outbox
 WHERE published_at IS NULL
 ORDER BY id
 LIMIT $1
-FOR UPDATE SKIP LOCKED
+FOR UPDATE
 """
 
 _SYNC_STATES = """
@@ -604,6 +608,7 @@ def _outbox_row(row: Any) -> ports.OutboxRow:
         routing_key=row["routing_key"],
         payload=row["payload"].encode(),
         traceparent=row["traceparent"],
+        ordering_key=row["ordering_key"],
     )
 
 

@@ -281,3 +281,45 @@ async def _send(handler: WebhookHandler, secret: str, topic: str, payload: objec
     }
     result = await handler.handle_webhook(headers, body)
     return str(result.body["status"])
+
+
+async def test_relays_take_turns_so_a_second_one_sees_what_the_first_batch_left(
+    engine: Any, tenant_id: int
+) -> None:
+    """Two replicas' relays: the second claim waits for the first batch to end, then takes the rows after
+    it. Side by side (each skipping the other's rows) they could publish two rows of one variant out of
+    order."""
+    rows = await add_rows(tenant_id, 3)
+    store = PostgresOutboxStore(engine.pool)
+
+    async def claim_ids() -> list[int]:
+        async with store.claim(10) as batch:
+            return [row.id for row in batch.rows]
+
+    async with store.claim(2) as first:
+        assert [row.id for row in first.rows] == [row.id for row in rows[:2]]
+        assert [row.ordering_key for row in first.rows] == [row.ordering_key for row in rows[:2]]
+        second = asyncio.create_task(claim_ids())
+        await asyncio.sleep(0.5)
+        assert not second.done()  # waiting for its turn, not skipping ahead to row 3
+        await first.mark_published([row.id for row in first.rows])
+    assert await asyncio.wait_for(second, 10) == [rows[2].id]
+
+
+async def test_a_window_of_confirms_publishes_every_row_once_in_order_per_variant(
+    engine: Any, broker: Broker, queue: AbstractQueue, tenant_id: int
+) -> None:
+    rows = await add_rows(tenant_id, 40)
+    relay = OutboxRelay(
+        PostgresOutboxStore(engine.pool), broker, FaultPoints(None), OutboxWakeup(), 30.0, window=16
+    )
+    assert await relay.relay_once() == (40, True)
+    assert await unpublished() == 0
+    received = []
+    for _ in rows:
+        message = await queue.get(timeout=5, fail=True)
+        assert message is not None
+        await message.ack()
+        received.append(message.message_id)
+    assert sorted(received) == sorted(str(row.message_id) for row in rows)
+    assert await queue.get(fail=False) is None

@@ -1,10 +1,13 @@
-"""The outbox relay with recording fakes: order, marks only after confirms, a failure keeps the rest."""
+"""The outbox relay with recording fakes: order, marks only after confirms, a failure keeps the rest, and
+the publish window: several confirms outstanding, never two of one ordering key."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+
+import pytest
 
 from restock_common.faults import FaultPoints
 from restock_detector.ports import OutboxRow
@@ -59,10 +62,77 @@ class FakePublisher:
         self.sent.append((body, routing_key, message_id, traceparent))
 
 
-def relay(outbox: FakeOutbox, publisher: FakePublisher, batch_size: int = 100) -> OutboxRelay:
+def relay(
+    outbox: FakeOutbox, publisher: FakePublisher, batch_size: int = 100, window: int = 1
+) -> OutboxRelay:
     return OutboxRelay(
-        outbox, publisher, FaultPoints(None), OutboxWakeup(), poll_seconds=60, batch_size=batch_size
+        outbox,
+        publisher,
+        FaultPoints(None),
+        OutboxWakeup(),
+        poll_seconds=60,
+        batch_size=batch_size,
+        window=window,
     )
+
+
+class GatedPublisher:
+    """Confirms a publish only when the test releases it; records what was out at once, and when."""
+
+    def __init__(self, keys: dict[str, str | None], fail_on: set[str] | None = None) -> None:
+        self.keys = keys  # message id -> ordering key
+        self.fail_on = fail_on or set()
+        self.started: list[str] = []
+        self.confirmed: list[str] = []
+        self.out: dict[str, asyncio.Future[None]] = {}
+        self.most_out = 0
+
+    async def publish_raw(
+        self, body: bytes, routing_key: str, *, message_id: str, traceparent: str | None = None
+    ) -> None:
+        key = self.keys[message_id]
+        assert key is None or key not in {self.keys[other] for other in self.out}, "two of one key out"
+        self.started.append(message_id)
+        self.out[message_id] = asyncio.get_running_loop().create_future()
+        self.most_out = max(self.most_out, len(self.out))
+        try:
+            await self.out[message_id]
+        finally:
+            del self.out[message_id]
+        if message_id in self.fail_on:
+            raise ConnectionError("nacked")
+        self.confirmed.append(message_id)
+
+    async def settle(self, message_id: str) -> None:
+        """Let the broker answer ``message_id`` (once it is out)."""
+        await _until(lambda: message_id in self.out)
+        self.out[message_id].set_result(None)
+
+    async def settle_all(self, batch: asyncio.Task[tuple[int, bool]]) -> tuple[int, bool]:
+        """Answer every publish, as it goes out, until the batch is over."""
+        while not batch.done():
+            for future in list(self.out.values()):
+                if not future.done():
+                    future.set_result(None)
+            await asyncio.sleep(0)
+        return await batch
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never met")
+
+
+def keyed_outbox(keys: Sequence[str | None]) -> tuple[FakeOutbox, dict[str, str | None]]:
+    """Rows 1..n with these ordering keys."""
+    outbox = FakeOutbox(0)
+    outbox.rows = [
+        OutboxRow(i, f"m-{i}", "stock.changed", b"{}", None, key) for i, key in enumerate(keys, start=1)
+    ]
+    return outbox, {f"m-{i}": key for i, key in enumerate(keys, start=1)}
 
 
 async def test_rows_are_published_in_order_with_their_bytes_and_trace_then_marked() -> None:
@@ -108,3 +178,69 @@ async def test_the_loop_wakes_on_a_commit_and_stops_cleanly() -> None:
         await asyncio.sleep(0.01)
     await asyncio.wait_for(loop_relay.stop(), 5)
     assert not loop_relay.is_running
+
+
+async def test_the_window_has_several_confirms_outstanding_for_different_keys() -> None:
+    outbox, keys = keyed_outbox(["v1", "v2", "v3", "v4", "v5", "v6"])
+    publisher = GatedPublisher(keys)
+    batch = asyncio.create_task(relay(outbox, publisher, window=4).relay_once())  # type: ignore[arg-type]
+    await _until(lambda: len(publisher.out) == 4)
+    assert publisher.started == ["m-1", "m-2", "m-3", "m-4"]  # in id order, and no more than the window
+    await publisher.settle("m-2")  # a confirm frees a place for the next row
+    await _until(lambda: "m-5" in publisher.out)
+    assert len(publisher.out) == 4
+    assert await publisher.settle_all(batch) == (6, True)
+    assert sorted(outbox.published) == [1, 2, 3, 4, 5, 6]
+    assert outbox.mark_calls == 1
+    assert publisher.most_out == 4
+
+
+async def test_a_row_waits_for_the_confirm_of_the_previous_row_of_its_key() -> None:
+    # v1's second row (3) must not go out while its first (1) is unconfirmed; rows behind it wait too
+    # (publishes start in id order), rows of no key have no such constraint.
+    outbox, keys = keyed_outbox(["v1", "v2", "v1", None, None])
+    publisher = GatedPublisher(keys)
+    batch = asyncio.create_task(relay(outbox, publisher, window=8).relay_once())  # type: ignore[arg-type]
+    await _until(lambda: publisher.started == ["m-1", "m-2"])
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert "m-3" not in publisher.started
+    await publisher.settle("m-1")
+    await _until(lambda: publisher.started == ["m-1", "m-2", "m-3", "m-4", "m-5"])
+    assert await publisher.settle_all(batch) == (5, True)
+    # Per key, the broker saw the rows in id order.
+    assert [m for m in publisher.confirmed if keys[m] == "v1"] == ["m-1", "m-3"]
+
+
+async def test_after_a_failure_no_row_starts_and_those_out_are_awaited_and_marked() -> None:
+    outbox, keys = keyed_outbox(["v1", "v2", "v3", "v1", "v4"])
+    publisher = GatedPublisher(keys, fail_on={"m-1"})
+    batch = asyncio.create_task(relay(outbox, publisher, window=3).relay_once())  # type: ignore[arg-type]
+    await _until(lambda: len(publisher.out) == 3)
+    await publisher.settle("m-1")  # nacked: v1's next row (4) must never go out before it, nor row 5
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert publisher.started == ["m-1", "m-2", "m-3"]
+    assert await publisher.settle_all(batch) == (2, False)
+    assert sorted(outbox.published) == [2, 3]  # confirmed while the failure happened: marked
+    assert outbox.failures == [1]
+    # The next round starts again at row 1, in order, with row 4 still behind it.
+    publisher.fail_on.clear()
+    retry = asyncio.create_task(relay(outbox, publisher, window=3).relay_once())  # type: ignore[arg-type]
+    await _until(lambda: publisher.started[3:] == ["m-1"])
+    assert await publisher.settle_all(retry) == (3, True)
+    assert publisher.started[3:] == ["m-1", "m-4", "m-5"]
+    assert [m for m in publisher.confirmed if keys[m] == "v1"] == ["m-1", "m-4"]
+
+
+async def test_the_default_window_is_one_confirm_at_a_time() -> None:
+    outbox, keys = keyed_outbox(["v1", "v2", "v3"])
+    publisher = GatedPublisher(keys)
+    batch = asyncio.create_task(relay(outbox, publisher).relay_once())  # type: ignore[arg-type]
+    assert await publisher.settle_all(batch) == (3, True)
+    assert publisher.most_out == 1
+
+
+def test_a_window_holds_at_least_one_message() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        relay(FakeOutbox(0), FakePublisher(), window=0)

@@ -122,10 +122,12 @@ class WebhookHandler:
         self,
         secret: str,
         store: WebhookStore,
-        signal: OutboxSignal,
+        signal: OutboxSignal | None,
         clock: Clock,
         admin: AdminApi | None = None,
     ) -> None:
+        """``signal``: the relay of this process, if it has one; the webhook process has none, and the
+        outbox's insert trigger wakes the worker's relay instead (ADR 26)."""
         self.secret = secret
         self.store = store
         self.signal = signal
@@ -238,7 +240,7 @@ class WebhookHandler:
             observed = await self._observe(work, tenant, observation, claim.locked)
         if observed.status == UNKNOWN_ITEM:
             observed = await self._resolve_item(tenant, observation)
-        if observed.enqueued:
+        if observed.enqueued and self.signal is not None:
             self.signal.notify()
         return Result(200, {"status": observed.status})
 
@@ -308,7 +310,8 @@ class WebhookHandler:
                     telemetry.current_traceparent(),
                 )
             )
-        self.signal.notify()
+        if self.signal is not None:
+            self.signal.notify()
         return Result(200, {"status": "ok", "lines": len(lines)})
 
 

@@ -1,5 +1,6 @@
-"""Debounce, event-id dedup, uninstall and the compliance webhooks, through the real detector app
-(``create_app``: its webhook route, its armed-restock scheduler and its relay) on this run's PostgreSQL
+"""Debounce, event-id dedup, uninstall and the compliance webhooks, through the real detector apps
+(``create_app``: its webhook route; ``create_worker_app``: its armed-restock scheduler and its relay) on
+this run's PostgreSQL
 and RabbitMQ, with a clock the test moves. See ``test_detector_webhooks.py`` for why the database is read
 with plain asyncpg (``db``) while the app runs."""
 
@@ -22,7 +23,7 @@ from restock_common.db.engine import bind_tables
 from restock_common.db.tables import Rule, Tenant
 from restock_common.rules import Rules, encode_rules
 from restock_common.settings import Settings
-from restock_detector.app import create_app
+from restock_detector.app import create_app, create_worker_app
 
 pytestmark = pytest.mark.integration
 
@@ -62,9 +63,9 @@ async def tenant_id(clean_db: None) -> int:
 async def client(
     settings: Settings, engine: Any, clock: Clock, tenant_id: int
 ) -> AsyncIterator[AsyncTestClient[Any]]:
-    app = create_app(settings, clock=clock, scheduler_tick_seconds=0.05, sync=False)
+    worker = create_worker_app(settings, clock=clock, scheduler_tick_seconds=0.05, sync=False)
     try:
-        async with AsyncTestClient(app) as test_client:
+        async with AsyncTestClient(create_app(settings, clock=clock)) as test_client, AsyncTestClient(worker):
             yield test_client
     finally:
         bind_tables(engine)

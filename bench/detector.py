@@ -2,10 +2,8 @@
 
 In one run, in a private database and RabbitMQ vhost (both removed at the end, even on failure):
 
-1. The real detector, as production runs it (``python -m restock_detector`` for the webhooks and
-   ``python -m restock_detector worker`` for the outbox relay and the background loops, ADR 26), and a bare
-   Litestar route that does no work (``bench/baseline/bare_webhook.py``, served the same way) run as
-   subprocesses on free loopback ports.
+1. The real detector (``python -m restock_detector``) and a bare Litestar route that does no work
+   (``bench/baseline/bare_webhook.py``, served the same way) run as subprocesses on free loopback ports.
 2. A shop is registered with the admin CLI, given debounce 0, and its catalogue sent as ``products/update``.
 3. Open-loop load: signed ``inventory_levels/update`` webhooks at ``RATE`` requests/s for ``DURATION_S``,
    first against the bare route, then against the detector. Request *i* is due at ``t0 + i / RATE``
@@ -16,7 +14,7 @@ In one run, in a private database and RabbitMQ vhost (both removed at the end, e
 4. Webhook -> ``restock.detected``: restocking webhooks (0 -> 5 on fresh variants) every
    ``EVENT_SPACING_S``, timed from the request's send to the message's arrival on a queue bound to the
    ``restock`` exchange.
-5. The webhook process's peak RSS (``VmHWM``) after the load.
+5. The detector's peak RSS (``VmHWM``) after the load.
 
 Prints a table and writes ``bench/results/detector.json`` (DESIGN.md's format). Run from the repository
 root: ``uv run --frozen python bench/detector.py`` (``make bench``).
@@ -421,7 +419,6 @@ def main() -> None:
     with (
         private_infrastructure() as env,
         service(["-m", "restock_detector"], env) as detector,
-        service(["-m", "restock_detector", "worker"], env),
         service([str(BARE_APP)], env) as bare,
     ):
         results, mix = asyncio.run(measure(env, detector, bare))

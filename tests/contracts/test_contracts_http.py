@@ -537,7 +537,6 @@ PROBE_CHECKS = [
 PROBES = {
     "admin": ["/healthz", "/readyz"],
     "detector": ["/healthz", "/readyz"],
-    "detector-worker": ["/healthz", "/readyz"],
     "dispatcher": ["/healthz", "/readyz"],
     "sender-email": ["/healthz", "/readyz", "/metrics"],
     "sender-sms": ["/healthz", "/readyz", "/metrics"],

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 
 SHOP = "trace-shop.myshopify.com"
 SHOPPER = "ada.trace@example.com"
-SERVICES = {"admin", "detector", "detector-worker", "dispatcher", "sender-email"}
+SERVICES = {"admin", "detector", "dispatcher", "sender-email"}
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,7 @@ DRAIN_DEADLINE_S = 300.0
 SECOND_EMAIL_SENDER = "sender-email-2"
 EMAIL_SENDERS = ("sender-email", SECOND_EMAIL_SENDER)
 SENDERS = ("sender-email", SECOND_EMAIL_SENDER, "sender-sms")
-SERVICES = ("admin", "detector", "detector-worker", "dispatcher", *SENDERS)
+SERVICES = ("admin", "detector", "dispatcher", *SENDERS)
 SENDER_CONCURRENCY = 8
 
 TERMINAL = frozenset(

@@ -99,7 +99,7 @@ def test_sigkill_senders_at_each_named_point(rig: Rig, point: str, nth: dict[str
 
 @pytest.mark.parametrize(
     ("process", "point"),
-    [("dispatcher", "after_confirm_before_commit"), ("detector-worker", "after_confirm_before_outbox_mark")],
+    [("dispatcher", "after_confirm_before_commit"), ("detector", "after_confirm_before_outbox_mark")],
 )
 def test_sigkill_between_confirm_and_commit(rig: Rig, process: str, point: str) -> None:
     try:

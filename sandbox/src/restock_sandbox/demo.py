@@ -85,7 +85,6 @@ def banner(ports: Ports, token: str, dropped: dict[str, str] | None = None) -> s
 Restock is running.
   admin-api       http://127.0.0.1:{ports.admin}   (/healthz, /readyz, storefront /proxy/subscriptions)
   detector        http://127.0.0.1:{ports.detector}   (POST /webhooks/shopify)
-  detector worker http://127.0.0.1:{ports.detector_worker}/readyz   (outbox relay, armed restocks, sync)
   dispatcher      http://127.0.0.1:{ports.dispatcher}/readyz
   sender (email)  http://127.0.0.1:{ports.sender_email}/readyz
   sender (sms)    http://127.0.0.1:{ports.sender_sms}/readyz

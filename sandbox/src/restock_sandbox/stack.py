@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -46,12 +46,11 @@ class Ports:
     sandbox: int = 8025
     smtp: int = 2525
     sender_sms: int = 8004
-    detector_worker: int = 8005
 
     @classmethod
     def free(cls) -> Ports:
         """Ports the kernel reports free right now (for tests running beside ``make run``)."""
-        sockets = [socket.socket() for _ in range(len(fields(cls)))]
+        sockets = [socket.socket() for _ in range(7)]
         try:
             for sock in sockets:
                 sock.bind(("127.0.0.1", 0))
@@ -92,7 +91,6 @@ def process_specs(ports: Ports) -> list[ProcessSpec]:
         ProcessSpec("sandbox", (py, "-m", "restock_sandbox"), ports.sandbox, "/healthz"),
         ProcessSpec("admin", (py, "-m", "restock_admin"), ports.admin),
         ProcessSpec("detector", (py, "-m", "restock_detector"), ports.detector),
-        ProcessSpec("detector-worker", (py, "-m", "restock_detector", "worker"), ports.detector_worker),
         ProcessSpec("dispatcher", (py, "-m", "restock_dispatcher"), ports.dispatcher),
         ProcessSpec("sender-email", (py, "-m", "restock_sender", "--channel", "email"), ports.sender_email),
         ProcessSpec(

@@ -29,15 +29,13 @@ def _hangs(name: str, port: int) -> ProcessSpec:
 def test_ports_agree_on_the_twilio_peer_and_the_inbound_webhook() -> None:
     ports = Ports.free()
     assert len({ports.admin, ports.detector, ports.dispatcher, ports.sender_email, ports.sender_sms,
-                ports.sandbox, ports.smtp, ports.detector_worker}) == 8  # fmt: skip
+                ports.sandbox, ports.smtp}) == 7  # fmt: skip
     env = ports.env()
     assert env["RESTOCK_TWILIO_BASE_URL"] == f"http://127.0.0.1:{ports.sandbox}/twilio"
     assert env["RESTOCK_SANDBOX_TWILIO_INBOUND_URL"] == f"http://127.0.0.1:{ports.admin}/twilio/inbound"
     sms = next(spec for spec in process_specs(ports) if spec.name == "sender-sms")
     assert (sms.argv[-2:], sms.port, sms.optional) == (("--channel", "sms"), ports.sender_sms, True)
     assert [spec.name for spec in process_specs(ports) if not spec.optional][-1] == "sender-email"
-    worker = next(spec for spec in process_specs(ports) if spec.name == "detector-worker")
-    assert (worker.argv[-1], worker.port, worker.optional) == ("worker", ports.detector_worker, False)
 
 
 def test_an_optional_process_that_dies_or_hangs_is_dropped_and_the_rest_runs(tmp_path) -> None:

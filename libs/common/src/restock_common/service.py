@@ -33,7 +33,6 @@ from restock_common.telemetry import setup_logging, setup_tracing
 DEFAULT_PORTS = {
     "admin": 8000,
     "detector": 8001,
-    "detector-worker": 8005,
     "dispatcher": 8002,
     "sender-email": 8003,
     "sender-sms": 8004,
@@ -133,14 +132,13 @@ class Connections:
         return {"postgresql": self.database_ready, "broker": self.broker_ready}
 
 
-def run(service: str, create_app: Callable[[Settings], Litestar], *, process: str | None = None) -> None:
+def run(service: str, create_app: Callable[[Settings], Litestar]) -> None:
     """A service's ``main``: settings from the environment, JSON logs, tracing, then serve on
-    ``RESTOCK_HTTP_PORT`` or the process's default port until SIGTERM. ``process``: which of the service's
-    processes this is, when it has more than one (its default port; logs and traces keep the service)."""
+    ``RESTOCK_HTTP_PORT`` or the service's default port until SIGTERM."""
     settings = Settings()
     setup_logging(service)
     setup_tracing(service)
-    port = settings.http_port or DEFAULT_PORTS[process or service]
+    port = settings.http_port or DEFAULT_PORTS[service]
     serve(create_app(settings), host=settings.http_host, port=port)
 
 

@@ -1,5 +1,4 @@
-"""``python -m restock_detector``: receive Shopify webhooks and detect restocks; ``... worker``: relay the
-outbox, fire armed restocks and reconcile shops; ``... sync <shop>``: reconcile one shop now."""
+"""``python -m restock_detector``: receive Shopify webhooks, detect restocks, relay the outbox."""
 
 from __future__ import annotations
 
@@ -18,15 +17,11 @@ def main(argv: list[str] | None = None) -> None:
         description="Receive Shopify webhooks, detect 0 -> 1+ restocks and publish restock.detected.",
     )
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("worker", help="relay the outbox, fire armed restocks, reconcile shops on schedule")
     sync = commands.add_parser("sync", help="reconcile one shop's inventory with the Admin API now")
     sync.add_argument("shop", help="the shop's domain, e.g. demo-shop.myshopify.com")
     args = parser.parse_args(argv)
-    if args.command is None:
+    if args.command != "sync":
         app.main()
-        return
-    if args.command == "worker":
-        app.worker_main()
         return
     setup_logging("detector")
     report = asyncio.run(app.sync_once(Settings(), args.shop))

@@ -1,11 +1,8 @@
-"""The detector's composition root, for its two processes (ADR 26): the webhook process (settings -> engine,
-pool, Admin API client -> handler -> Litestar app) and the worker (settings -> engine, pool, broker, Admin
-API client -> relay and its listener, armed-restock scheduler, reconciliation sync -> Litestar app with
-health routes).
+"""The detector's composition root: settings -> engine, broker, Admin API client -> stores, handler, relay,
+armed-restock scheduler, reconciliation sync -> Litestar app.
 
-The only module that names concrete adapters. ``create_app`` and ``create_worker_app`` build the apps that
-production runs; tests pass their own engine and broker (which the apps then neither open nor close) and,
-if they like, a clock.
+The only module that names concrete adapters. ``create_app`` builds the app that production runs; tests
+pass their own engine and broker (which the app then neither opens nor closes) and, if they like, a clock.
 """
 
 from __future__ import annotations
@@ -34,7 +31,6 @@ from restock_detector.relay import OutboxRelay, OutboxWakeup
 from restock_detector.scheduler import TICK_SECONDS, ArmedRestockScheduler
 from restock_detector.store import (
     PostgresArmedStore,
-    PostgresOutboxListener,
     PostgresOutboxStore,
     PostgresSyncStore,
     PostgresWebhookStore,
@@ -44,7 +40,6 @@ from restock_detector.sync import ReconciliationSync, SyncReport
 from restock_detector.webhooks import MAX_BODY_BYTES, ShopifyWebhookController
 
 SERVICE = "detector"
-WORKER_PROCESS = "detector-worker"
 
 
 @dataclass
@@ -66,48 +61,6 @@ def _utc_now() -> datetime:
 def create_app(
     settings: Settings,
     engine: PostgresEngine | None = None,
-    *,
-    clock: Clock | None = None,
-) -> Litestar:
-    """The webhook process: receives, verifies and judges Shopify's webhooks, nothing else, so that no
-    background work shares its event loop (ADR 26). Its outbox rows wake the worker's relay through the
-    database. Without ``engine`` the lifespan opens its own from ``settings`` and closes it at shutdown."""
-    clock = clock or _utc_now
-    runtime = Runtime()
-
-    @asynccontextmanager
-    async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        async with AsyncExitStack() as stack:
-            # Piccolo's engine serves the readiness check; the detector's statements use its own pool.
-            runtime.engine = engine or await open_engine(settings, pool_size=2)
-            if engine is None:
-                stack.push_async_callback(close_engine, runtime.engine)
-            pool = await open_pool(settings.database_url)
-            stack.push_async_callback(close_pool, pool)
-            http = await stack.enter_async_context(httpx.AsyncClient())
-            runtime.handler = WebhookHandler(
-                settings.shopify_api_secret.get_secret_value(),
-                PostgresWebhookStore(pool),
-                None,  # the outbox's trigger wakes the relay, in whichever process it runs
-                clock,
-                ShopifyAdminApi(settings.shopify_api_base_url, http),
-            )
-            yield
-
-    return Litestar(
-        route_handlers=[*health_routes({"postgresql": runtime.database_ready}), ShopifyWebhookController],
-        dependencies={"webhook_handler": Provide(runtime.webhook_handler, sync_to_thread=False)},
-        lifespan=[lifespan],
-        request_max_body_size=MAX_BODY_BYTES,
-        logging_config=None,  # keep telemetry.setup_logging's JSON lines: Litestar's default replaces them
-        after_exception=[log_server_error],
-        plugins=http_telemetry_plugins(),
-    )
-
-
-def create_worker_app(
-    settings: Settings,
-    engine: PostgresEngine | None = None,
     broker: Broker | None = None,
     *,
     clock: Clock | None = None,
@@ -115,18 +68,16 @@ def create_worker_app(
     scheduler_tick_seconds: float = TICK_SECONDS,
     sync: bool = True,
 ) -> Litestar:
-    """The worker process (``python -m restock_detector worker``): the outbox relay, woken by the outbox's
-    trigger, the armed-restock scheduler and the reconciliation sync, with ``/healthz`` and ``/readyz``.
-    Any number of replicas: relays take turns, the scheduler skips rows another holds, a shop is synced by
-    one process at a time. Without ``engine``/``broker`` the lifespan opens its own from ``settings`` and
-    closes them at shutdown; ``sync=False`` leaves the reconciliation loop out."""
+    """The detector process as a Litestar app. Without ``engine``/``broker`` the lifespan opens its own
+    from ``settings`` and closes them at shutdown; ``sync=False`` leaves the reconciliation loop out."""
     faults = faults or FaultPoints(settings.fault_point)
     clock = clock or _utc_now
-    runtime = Connections()
+    runtime = Runtime()
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            # Piccolo's engine serves the readiness check; the detector's statements use its own pool.
             runtime.engine = engine or await open_engine(settings, pool_size=2)
             if engine is None:
                 stack.push_async_callback(close_engine, runtime.engine)
@@ -143,6 +94,13 @@ def create_worker_app(
             http = await stack.enter_async_context(httpx.AsyncClient())
             admin = ShopifyAdminApi(settings.shopify_api_base_url, http)
             wakeup = OutboxWakeup()
+            runtime.handler = WebhookHandler(
+                settings.shopify_api_secret.get_secret_value(),
+                PostgresWebhookStore(pool),
+                wakeup,
+                clock,
+                admin,
+            )
             relay = OutboxRelay(
                 PostgresOutboxStore(pool),
                 runtime.broker,
@@ -152,12 +110,9 @@ def create_worker_app(
                 window=settings.outbox_publish_window,
             )
             relay.start()
-            # Last in, first out: the scheduler and the sync settle their batch, then the relay publishes
-            # what is committed, before the broker and the pool close.
+            # Last in, first out: the scheduler settles its batch, then the relay publishes what is
+            # committed, before the broker and the pool close.
             stack.push_async_callback(relay.stop)
-            listener = PostgresOutboxListener(settings.database_url, wakeup)
-            listener.start()
-            stack.push_async_callback(listener.stop)
             scheduler = ArmedRestockScheduler(
                 PostgresArmedStore(pool), wakeup, clock, scheduler_tick_seconds, admin=admin
             )
@@ -170,10 +125,13 @@ def create_worker_app(
             yield
 
     return Litestar(
-        route_handlers=health_routes(runtime.checks()),
+        route_handlers=[*health_routes(runtime.checks()), ShopifyWebhookController],
+        dependencies={"webhook_handler": Provide(runtime.webhook_handler, sync_to_thread=False)},
         lifespan=[lifespan],
-        logging_config=None,
+        request_max_body_size=MAX_BODY_BYTES,
+        logging_config=None,  # keep telemetry.setup_logging's JSON lines: Litestar's default replaces them
         after_exception=[log_server_error],
+        plugins=http_telemetry_plugins(),
     )
 
 
@@ -202,18 +160,13 @@ def _reconciliation(
 
 
 def main() -> None:
-    """Run the webhook process until SIGTERM."""
+    """Run the detector until SIGTERM."""
     run(SERVICE, create_app)
-
-
-def worker_main() -> None:
-    """Run the worker process until SIGTERM."""
-    run(SERVICE, create_worker_app, process=WORKER_PROCESS)
 
 
 async def sync_once(settings: Settings, shop_domain: str) -> SyncReport | None:
     """``python -m restock_detector sync <shop>``: sync one shop now, whether or not it is due (still never
-    beside another process syncing it). Its events wait in the outbox for a running worker's relay."""
+    beside another process syncing it). Its events wait in the outbox for a running detector's relay."""
     pool = await open_pool(settings.database_url, max_size=3)
     try:
         async with httpx.AsyncClient() as http:

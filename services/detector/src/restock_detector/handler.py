@@ -122,12 +122,10 @@ class WebhookHandler:
         self,
         secret: str,
         store: WebhookStore,
-        signal: OutboxSignal | None,
+        signal: OutboxSignal,
         clock: Clock,
         admin: AdminApi | None = None,
     ) -> None:
-        """``signal``: the relay of this process, if it has one; the webhook process has none, and the
-        outbox's insert trigger wakes the worker's relay instead (ADR 26)."""
         self.secret = secret
         self.store = store
         self.signal = signal
@@ -240,7 +238,7 @@ class WebhookHandler:
             observed = await self._observe(work, tenant, observation, claim.locked)
         if observed.status == UNKNOWN_ITEM:
             observed = await self._resolve_item(tenant, observation)
-        if observed.enqueued and self.signal is not None:
+        if observed.enqueued:
             self.signal.notify()
         return Result(200, {"status": observed.status})
 
@@ -310,8 +308,7 @@ class WebhookHandler:
                     telemetry.current_traceparent(),
                 )
             )
-        if self.signal is not None:
-            self.signal.notify()
+        self.signal.notify()
         return Result(200, {"status": "ok", "lines": len(lines)})
 
 

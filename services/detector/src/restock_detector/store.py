@@ -15,9 +15,6 @@ transaction gets none: it is most of the request's SERVER span already.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
@@ -283,7 +280,6 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 
 
 tracer = trace.get_tracer("restock.detector.store")
-log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -671,56 +667,3 @@ def _sync_state(row: Any) -> ports.SyncState:
         started_at=row["last_sync_started_at"],
         finished_at=row["last_sync_finished_at"],
     )
-
-
-# The outbox's insert trigger notifies this channel at commit (migration 2026-12-07T15:00, ADR 26).
-OUTBOX_CHANNEL = "restock_outbox"
-
-
-class PostgresOutboxListener:
-    """Wakes the relay when any process committed outbox rows: ``LISTEN`` on a connection of its own,
-    opened again after it is lost. Meanwhile the relay still polls (``outbox_poll_seconds``), and each new
-    connection wakes it once for the rows committed while nobody listened."""
-
-    def __init__(self, database_url: str, signal: ports.OutboxSignal, retry_seconds: float = 1.0) -> None:
-        self.database_url = database_url
-        self.signal = signal
-        self.retry_seconds = retry_seconds
-        self.listening = asyncio.Event()  # for readiness and tests
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outbox-listener")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._listen_until_lost()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                log.warning("outbox listener cannot listen; retrying", extra={"error": repr(error)[:200]})
-            else:
-                log.warning("outbox listener lost its connection; listening again")
-            await asyncio.sleep(self.retry_seconds)
-
-    async def _listen_until_lost(self) -> None:
-        connection = await asyncpg.connect(self.database_url)
-        lost = asyncio.Event()
-        try:
-            connection.add_termination_listener(lambda _: lost.set())
-            await connection.add_listener(OUTBOX_CHANNEL, self._notified)
-            self.listening.set()
-            self.signal.notify()
-            await lost.wait()
-        finally:
-            self.listening.clear()
-            with contextlib.suppress(Exception):
-                await connection.close(timeout=1)
-
-    def _notified(self, *_: object) -> None:
-        self.signal.notify()

@@ -1,6 +1,5 @@
-"""Debounce, event-id dedup, uninstall and the compliance webhooks, through the real detector apps
-(``create_app``: its webhook route; ``create_worker_app``: its armed-restock scheduler and its relay) on
-this run's PostgreSQL
+"""Debounce, event-id dedup, uninstall and the compliance webhooks, through the real detector app
+(``create_app``: its webhook route, its armed-restock scheduler and its relay) on this run's PostgreSQL
 and RabbitMQ, with a clock the test moves. See ``test_detector_webhooks.py`` for why the database is read
 with plain asyncpg (``db``) while the app runs."""
 
@@ -23,7 +22,7 @@ from restock_common.db.engine import bind_tables
 from restock_common.db.tables import Rule, Tenant
 from restock_common.rules import Rules, encode_rules
 from restock_common.settings import Settings
-from restock_detector.app import create_app, create_worker_app
+from restock_detector.app import create_app
 
 pytestmark = pytest.mark.integration
 
@@ -63,9 +62,9 @@ async def tenant_id(clean_db: None) -> int:
 async def client(
     settings: Settings, engine: Any, clock: Clock, tenant_id: int
 ) -> AsyncIterator[AsyncTestClient[Any]]:
-    worker = create_worker_app(settings, clock=clock, scheduler_tick_seconds=0.05, sync=False)
+    app = create_app(settings, clock=clock, scheduler_tick_seconds=0.05, sync=False)
     try:
-        async with AsyncTestClient(create_app(settings, clock=clock)) as test_client, AsyncTestClient(worker):
+        async with AsyncTestClient(app) as test_client:
             yield test_client
     finally:
         bind_tables(engine)

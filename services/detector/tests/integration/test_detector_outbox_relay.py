@@ -24,7 +24,7 @@ from restock_common.rules import Rules, encode_rules
 from restock_common.settings import Settings
 from restock_detector.handler import WebhookHandler
 from restock_detector.relay import OutboxRelay, OutboxWakeup
-from restock_detector.store import PostgresOutboxListener, PostgresOutboxStore, PostgresWebhookStore
+from restock_detector.store import PostgresOutboxStore, PostgresWebhookStore
 
 pytestmark = pytest.mark.integration
 
@@ -323,40 +323,3 @@ async def test_a_window_of_confirms_publishes_every_row_once_in_order_per_varian
         received.append(message.message_id)
     assert sorted(received) == sorted(str(row.message_id) for row in rows)
     assert await queue.get(fail=False) is None
-
-
-async def test_the_listener_wakes_the_relay_on_a_commit_and_listens_again_after_its_connection_is_lost(
-    settings: Settings, engine: Any, tenant_id: int
-) -> None:
-    """The outbox's insert trigger notifies at commit, whoever wrote the row; a terminated listener
-    connection is opened again and wakes the relay once for what it may have missed."""
-    wakeup = OutboxWakeup()
-    listener = PostgresOutboxListener(settings.database_url, wakeup, retry_seconds=0.1)
-    listener.start()
-    try:
-        await asyncio.wait_for(listener.listening.wait(), 10)
-        wakeup.event.clear()
-        await add_rows(tenant_id, 1)
-        await asyncio.wait_for(wakeup.event.wait(), 5)
-
-        [row] = await Outbox.raw(
-            "SELECT pg_terminate_backend(pid) AS gone FROM pg_stat_activity"
-            " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
-        )
-        assert row["gone"] is True
-
-        async def listening_again() -> bool:
-            return listener.listening.is_set() and bool(
-                await Outbox.raw(
-                    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND query LIKE 'LISTEN%'"
-                )
-            )
-
-        await _wait_for(listening_again)
-        wakeup.event.clear()
-        await add_rows(tenant_id, 1)
-        await asyncio.wait_for(wakeup.event.wait(), 5)
-    finally:
-        await listener.stop()
-    assert not listener.listening.is_set()

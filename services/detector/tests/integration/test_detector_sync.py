@@ -33,7 +33,7 @@ from restock_common.db.tables import Rule, Tenant
 from restock_common.rules import Rules, encode_rules
 from restock_common.settings import Settings
 from restock_detector.admin_api import ShopifyAdminApi
-from restock_detector.app import create_app, create_worker_app, sync_once
+from restock_detector.app import create_app, sync_once
 from restock_detector.relay import OutboxWakeup
 from restock_detector.store import SYNC_LOCK_CLASS, PostgresSyncStore
 from restock_detector.sync import ReconciliationSync
@@ -160,8 +160,7 @@ async def tenant_id(clean_db: None) -> int:
 async def peers(
     settings: Settings, engine: Any, broker: Broker, db: asyncpg.Connection, tenant_id: int
 ) -> AsyncIterator[Peers]:
-    """The sandbox and the detector (its worker runs the sync loop), each on a free port, talking to each
-    other."""
+    """The sandbox and the detector (with its sync loop), each on a free port, talking to each other."""
     sandbox_port, detector_port = free_port(), free_port()
     shared = settings.model_copy(
         update={
@@ -174,11 +173,10 @@ async def peers(
             "sync_poll_seconds": 0.2,
         }
     )
-    worker = create_worker_app(shared, engine, broker, scheduler_tick_seconds=0.1)
+    detector = create_app(shared, engine, broker, scheduler_tick_seconds=0.1)
     async with (
         served(create_sandbox(shared), sandbox_port) as sandbox_url,
-        served(create_app(shared, engine), detector_port),
-        served(worker, free_port()),
+        served(detector, detector_port),
         httpx.AsyncClient(base_url=sandbox_url, timeout=30) as store,
     ):
         peers = Peers(store, db, tenant_id, shared)

@@ -27,7 +27,7 @@ from restock_common.db.tables import Rule, Tenant
 from restock_common.keys import restock_window
 from restock_common.rules import Rules, encode_rules
 from restock_common.settings import Settings
-from restock_detector.app import create_app, create_worker_app
+from restock_detector.app import create_app
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +74,7 @@ async def client(
     settings: Settings, engine: Any, clock: Clock, tenant_id: int
 ) -> AsyncIterator[AsyncTestClient[Any]]:
     try:
-        async with AsyncTestClient(create_app(settings, clock=clock)) as test_client:
+        async with AsyncTestClient(create_app(settings, clock=clock, sync=False)) as test_client:
             yield test_client
     finally:
         bind_tables(engine)
@@ -380,7 +380,7 @@ async def test_health_and_readiness(client: AsyncTestClient[Any]) -> None:
     ready = await client.get("/readyz")
     assert (ready.status_code, ready.json()) == (
         200,
-        {"ready": True, "checks": {"postgresql": "ok"}},  # no broker: the worker publishes (ADR 26)
+        {"ready": True, "checks": {"postgresql": "ok", "broker": "ok"}},
     )
 
 
@@ -391,28 +391,9 @@ async def _wait_for(predicate: Any, timeout: float = 15.0) -> None:
         await asyncio.sleep(0.05)
 
 
-@pytest.fixture
-async def worker(settings: Settings, engine: Any, clock: Clock) -> AsyncIterator[AsyncTestClient[Any]]:
-    """The worker process's app beside the webhook app. It polls the outbox only every 60 s: a publish
-    within seconds can only come from the outbox trigger's notification (ADR 26)."""
-    slow_poll = settings.model_copy(update={"outbox_poll_seconds": 60.0})
-    try:
-        async with AsyncTestClient(create_worker_app(slow_poll, clock=clock, sync=False)) as test_client:
-            await _wait_for(lambda: _ready(test_client))
-            yield test_client
-    finally:
-        bind_tables(engine)
-
-
-async def _ready(client: AsyncTestClient[Any]) -> bool:
-    return (await client.get("/readyz")).status_code == 200
-
-
-async def test_the_worker_publishes_a_restock_the_webhook_app_committed_and_marks_it(
-    shopify: Shopify, worker: AsyncTestClient[Any], broker: Broker, db: asyncpg.Connection
+async def test_the_relay_in_the_app_publishes_a_restock_and_marks_it(
+    shopify: Shopify, broker: Broker, db: asyncpg.Connection
 ) -> None:
-    ready = await worker.get("/readyz")
-    assert ready.json() == {"ready": True, "checks": {"postgresql": "ok", "broker": "ok"}}
     channel = await broker.connection.channel()
     queue = await channel.declare_queue(f"test.detector.{uuid.uuid4().hex[:8]}", exclusive=True)
     await queue.bind(topology.EXCHANGE, topology.RESTOCK_DETECTED)

@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import pytest
+from pydantic import ValidationError
 
 from restock_common.faults import FaultPoints
+from restock_common.settings import Settings
 from restock_detector.ports import OutboxRow
 from restock_detector.relay import OutboxRelay, OutboxWakeup
 
@@ -244,3 +246,12 @@ async def test_the_default_window_is_one_confirm_at_a_time() -> None:
 def test_a_window_holds_at_least_one_message() -> None:
     with pytest.raises(ValueError, match="at least one"):
         relay(FakeOutbox(0), FakePublisher(), window=0)
+
+
+def test_the_window_setting_is_one_confirm_at_a_time_unless_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RESTOCK_OUTBOX_PUBLISH_WINDOW", raising=False)
+    assert Settings().outbox_publish_window == 1  # the relay shares the webhooks' event loop (ADR 22)
+    monkeypatch.setenv("RESTOCK_OUTBOX_PUBLISH_WINDOW", "32")
+    assert Settings().outbox_publish_window == 32
+    with pytest.raises(ValidationError):
+        Settings(outbox_publish_window=0)

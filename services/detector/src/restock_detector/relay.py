@@ -5,9 +5,10 @@ the two publishes it again (at least once; consumers deduplicate by ``message_id
 key). Relays take turns, one batch at a time (``OutboxStore.claim``), so any number of detector replicas
 relay side by side without two of them publishing rows of one variant out of order.
 
-Within a batch, up to ``window`` publishes await their confirm at once (one confirm round trip per message
-costs twice the CPU per message, here and in RabbitMQ, ADR 26), but never two rows of one ordering key: a
-row waits for the confirm of the previous row of its key. So a failure can never let a later message of a
+Within a batch, up to ``window`` publishes await their confirm at once (``RESTOCK_OUTBOX_PUBLISH_WINDOW``;
+one by default, ADR 22: this relay shares the webhooks' event loop, and a faster relay does its work inside
+a burst of restocks instead of after it), but never two rows of one ordering key: a row waits for the
+confirm of the previous row of its key. So a failure can never let a later message of a
 variant reach the broker before an earlier one; after a failure no further row starts, the rows already
 out are awaited, those confirmed are marked, and the rest stay for the next round, after a backoff.
 

@@ -28,7 +28,6 @@ from restock_detector.ports import OutboxBatch, OutboxRow, OutboxStore, Publishe
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 100
-SEQUENTIAL = 1  # one confirm at a time: the window of a relay that shares the webhooks' event loop (ADR 22)
 PUBLISH_TIMEOUT_SECONDS = 10.0
 MAX_BACKOFF_SECONDS = 30.0
 LINGER_SECONDS = 0.02
@@ -55,8 +54,10 @@ class OutboxRelay:
         wakeup: OutboxWakeup,
         poll_seconds: float,
         batch_size: int = BATCH_SIZE,
-        window: int = SEQUENTIAL,
+        *,
+        window: int,
     ) -> None:
+        """``window``: ``Settings.outbox_publish_window``, where its default and its reason live."""
         if window < 1:
             raise ValueError("the publish window holds at least one message")
         self.outbox = outbox

@@ -122,7 +122,7 @@ async def add_rows(tenant_id: int, count: int, routing_key: str = topology.RESTO
 
 def make_relay(engine: Any, broker: Broker, poll_seconds: float = 30.0) -> OutboxRelay:
     return OutboxRelay(
-        PostgresOutboxStore(engine.pool), broker, FaultPoints(None), OutboxWakeup(), poll_seconds
+        PostgresOutboxStore(engine.pool), broker, FaultPoints(None), OutboxWakeup(), poll_seconds, window=1
     )
 
 
@@ -306,7 +306,7 @@ async def test_relays_take_turns_so_a_second_one_sees_what_the_first_batch_left(
     assert await asyncio.wait_for(second, 10) == [rows[2].id]
 
 
-async def test_a_window_of_confirms_publishes_every_row_once_in_order_per_variant(
+async def test_a_window_of_confirms_publishes_every_row_once(
     engine: Any, broker: Broker, queue: AbstractQueue, tenant_id: int
 ) -> None:
     rows = await add_rows(tenant_id, 40)

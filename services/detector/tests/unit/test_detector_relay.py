@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from restock_common.faults import FaultPoints
 from restock_common.settings import Settings
-from restock_detector.ports import OutboxRow
+from restock_detector.ports import OutboxRow, Publisher
 from restock_detector.relay import OutboxRelay, OutboxWakeup
 
 
@@ -64,9 +64,7 @@ class FakePublisher:
         self.sent.append((body, routing_key, message_id, traceparent))
 
 
-def relay(
-    outbox: FakeOutbox, publisher: FakePublisher, batch_size: int = 100, window: int = 1
-) -> OutboxRelay:
+def relay(outbox: FakeOutbox, publisher: Publisher, batch_size: int = 100, window: int = 1) -> OutboxRelay:
     return OutboxRelay(
         outbox,
         publisher,
@@ -185,7 +183,7 @@ async def test_the_loop_wakes_on_a_commit_and_stops_cleanly() -> None:
 async def test_the_window_has_several_confirms_outstanding_for_different_keys() -> None:
     outbox, keys = keyed_outbox(["v1", "v2", "v3", "v4", "v5", "v6"])
     publisher = GatedPublisher(keys)
-    batch = asyncio.create_task(relay(outbox, publisher, window=4).relay_once())  # type: ignore[arg-type]
+    batch = asyncio.create_task(relay(outbox, publisher, window=4).relay_once())
     await _until(lambda: len(publisher.out) == 4)
     assert publisher.started == ["m-1", "m-2", "m-3", "m-4"]  # in id order, and no more than the window
     await publisher.settle("m-2")  # a confirm frees a place for the next row
@@ -202,7 +200,7 @@ async def test_a_row_waits_for_the_confirm_of_the_previous_row_of_its_key() -> N
     # (publishes start in id order), rows of no key have no such constraint.
     outbox, keys = keyed_outbox(["v1", "v2", "v1", None, None])
     publisher = GatedPublisher(keys)
-    batch = asyncio.create_task(relay(outbox, publisher, window=8).relay_once())  # type: ignore[arg-type]
+    batch = asyncio.create_task(relay(outbox, publisher, window=8).relay_once())
     await _until(lambda: publisher.started == ["m-1", "m-2"])
     for _ in range(20):
         await asyncio.sleep(0)
@@ -217,7 +215,7 @@ async def test_a_row_waits_for_the_confirm_of_the_previous_row_of_its_key() -> N
 async def test_after_a_failure_no_row_starts_and_those_out_are_awaited_and_marked() -> None:
     outbox, keys = keyed_outbox(["v1", "v2", "v3", "v1", "v4"])
     publisher = GatedPublisher(keys, fail_on={"m-1"})
-    batch = asyncio.create_task(relay(outbox, publisher, window=3).relay_once())  # type: ignore[arg-type]
+    batch = asyncio.create_task(relay(outbox, publisher, window=3).relay_once())
     await _until(lambda: len(publisher.out) == 3)
     await publisher.settle("m-1")  # nacked: v1's next row (4) must never go out before it, nor row 5
     for _ in range(20):
@@ -228,17 +226,17 @@ async def test_after_a_failure_no_row_starts_and_those_out_are_awaited_and_marke
     assert outbox.failures == [1]
     # The next round starts again at row 1, in order, with row 4 still behind it.
     publisher.fail_on.clear()
-    retry = asyncio.create_task(relay(outbox, publisher, window=3).relay_once())  # type: ignore[arg-type]
+    retry = asyncio.create_task(relay(outbox, publisher, window=3).relay_once())
     await _until(lambda: publisher.started[3:] == ["m-1"])
     assert await publisher.settle_all(retry) == (3, True)
     assert publisher.started[3:] == ["m-1", "m-4", "m-5"]
     assert [m for m in publisher.confirmed if keys[m] == "v1"] == ["m-1", "m-4"]
 
 
-async def test_the_default_window_is_one_confirm_at_a_time() -> None:
+async def test_a_window_of_one_is_one_confirm_at_a_time() -> None:
     outbox, keys = keyed_outbox(["v1", "v2", "v3"])
     publisher = GatedPublisher(keys)
-    batch = asyncio.create_task(relay(outbox, publisher).relay_once())  # type: ignore[arg-type]
+    batch = asyncio.create_task(relay(outbox, publisher).relay_once())
     assert await publisher.settle_all(batch) == (3, True)
     assert publisher.most_out == 1
 

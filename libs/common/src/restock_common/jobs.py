@@ -1,7 +1,10 @@
-"""The values of ``notification_jobs.state``, shared by every service that writes or reads a job.
+"""The values of ``notification_jobs.state`` and ``wave_plans.status``, shared by every service that writes
+or reads them.
 
-The transition table that moves a job between them lives with the sender (``restock_sender.delivery``),
-the wave planner's decisions with the dispatcher; this enum is only the vocabulary, defined once.
+The transition table that moves a job between states lives with the sender (``restock_sender.delivery``),
+the wave planner's decisions with the dispatcher; these enums are only the vocabulary, defined once. The
+detector reads ``wave_plans.status`` too: a variant's stock changes matter downstream only while its line
+is open (ADR 26).
 """
 
 from __future__ import annotations
@@ -22,3 +25,11 @@ class JobState(enum.StrEnum):
     DUPLICATE_SUPPRESSED = "duplicate-suppressed"  # the same notification was already sent
     SKIPPED_OPTED_OUT = "skipped-opted-out"  # the shopper unsubscribed before we sent
     INDETERMINATE = "indeterminate"  # lease expired mid-send: maybe sent, never resent automatically
+
+
+class WavePlanStatus(enum.StrEnum):
+    """The values of ``wave_plans.status`` (the dispatcher's ``waves.plan`` decides them)."""
+
+    IDLE = "idle"  # nobody waiting in the current window
+    ACTIVE = "active"  # targets waiting and stock left: a next wave is scheduled
+    SOLD_OUT = "sold-out"  # targets waiting, no stock

@@ -8,8 +8,9 @@ never wait on each other in a cycle. All the levels of one sync observation are 
 judged: a stock transfer (one location down, another up) is one unchanged total, never a drop and a restock.
 
 What is written: the snapshots (older than the stored ones are ignored), the variant's new total and armed
-state, a ``stock.changed`` message when the total moved, and a restock (event and ``restock.detected``)
-when the rules say so. The caller wakes the relay after commit when ``Observed.enqueued``.
+state, a ``stock.changed`` message when the total moved and the variant's wave line is open (ADR 26), and
+a restock (event and ``restock.detected``) when the rules say so. The caller wakes the relay after commit
+when ``Observed.enqueued``.
 """
 
 from __future__ import annotations
@@ -70,11 +71,11 @@ async def observe_variant(
     decision = outcome.decision
     change = stock_changed(tenant, variant.variant_id, memory.available, total, now, source)
     armed_at = _armed_at(decision, memory, now)
-    await work.save_variant(tenant.id, variant.variant_id, total, now, armed_at, change)
+    enqueued = await work.save_variant(tenant.id, variant.variant_id, total, now, armed_at, change)
     if isinstance(decision, transitions.Restock):
         await record_restock(work, tenant, variant, decision.available, now, rules, source)
         fired = True
-    return Observed("restock" if fired else _status(decision), fired or change is not None)
+    return Observed("restock" if fired else _status(decision), fired or enqueued)
 
 
 async def _save_levels(

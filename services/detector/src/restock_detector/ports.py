@@ -266,9 +266,11 @@ class UnitOfWork(Protocol):
         now: datetime,
         armed_at: datetime | None,
         change: OutboxMessage | None = None,
-    ) -> None:
+    ) -> bool:
         """Remember the variant's new total and whether (since when) it is armed; ``change`` (its
-        ``stock.changed`` message) is enqueued with it."""
+        ``stock.changed`` message) is enqueued with it if the variant's wave line is open (targets
+        waiting: the wave planner, its one consumer, re-plans nothing else; ADR 26). Returns whether
+        ``change`` was enqueued."""
 
     async def record_restock(self, restock: NewRestock, message: RestockMessage) -> int:
         """Insert the restock event, start the variant's cooldown, disarm it and enqueue its

@@ -170,8 +170,8 @@ class ArmedRestockScheduler:
         change = stock_changed(
             tenant, variant.variant_id, previous, total, now, "sync" if read else "webhook"
         )
-        await work.save_variant(tenant.id, variant.variant_id, total, now, armed_at, change)
-        return isinstance(decision, transitions.Restock) or change is not None
+        enqueued = await work.save_variant(tenant.id, variant.variant_id, total, now, armed_at, change)
+        return isinstance(decision, transitions.Restock) or enqueued
 
     async def _disarmed(
         self,

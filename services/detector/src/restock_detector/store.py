@@ -26,6 +26,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import SpanKind
 
+from restock_common.jobs import WavePlanStatus
 from restock_common.rules import DEFAULT_RULES, Rules, decode_rules
 from restock_detector import ports
 
@@ -168,14 +169,19 @@ UPDATE variant_states SET available = $3, updated_at = $4, armed_at = $5
 WHERE tenant = $1 AND variant_id = $2
 """
 
-_SAVE_VARIANT_AND_ENQUEUE = """
+# The new total, and its stock.changed only if the variant's wave line is open (ADR 26): the wave planner
+# is the one consumer, and it re-plans only a line with targets waiting; a line that opens later reads the
+# total itself, under this row's lock (the dispatcher's ``plan_restock``), so no change is lost in between.
+_SAVE_VARIANT_AND_ENQUEUE = f"""
 WITH state AS (
     UPDATE variant_states SET available = $3, updated_at = $4, armed_at = $5
     WHERE tenant = $1 AND variant_id = $2
 )
 INSERT INTO outbox (tenant, routing_key, message_id, ordering_key, payload, traceparent, created_at,
                     publish_attempts)
-VALUES ($1, $6, $7, $8, $9, $10, now(), 0)
+SELECT $1, $6, $7, $8, $9, $10, now(), 0
+WHERE EXISTS (SELECT 1 FROM wave_plans WHERE tenant = $1 AND variant_id = $2
+              AND status <> '{WavePlanStatus.IDLE}')
 """
 
 _RECORD_RESTOCK = """
@@ -453,11 +459,11 @@ class PostgresUnitOfWork:
         now: datetime,
         armed_at: datetime | None,
         change: ports.OutboxMessage | None = None,
-    ) -> None:
+    ) -> bool:
         if change is None:
             await self.connection.execute(_SAVE_VARIANT, tenant_id, variant_id, available, now, armed_at)
-            return
-        await self.connection.execute(
+            return False
+        status = await self.connection.execute(
             _SAVE_VARIANT_AND_ENQUEUE,
             tenant_id,
             variant_id,
@@ -470,6 +476,7 @@ class PostgresUnitOfWork:
             change.payload,
             change.traceparent,
         )
+        return bool(status == "INSERT 0 1")
 
     async def record_restock(self, restock: ports.NewRestock, message: ports.RestockMessage) -> int:
         event_id = await self.connection.fetchval(

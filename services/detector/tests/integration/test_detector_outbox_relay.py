@@ -18,8 +18,9 @@ from aio_pika.abc import AbstractQueue
 
 from restock_common import messages, signatures, topology
 from restock_common.broker import Broker
-from restock_common.db.tables import Outbox, Rule, Tenant
+from restock_common.db.tables import Outbox, Rule, Tenant, WavePlan
 from restock_common.faults import FaultPoints
+from restock_common.jobs import WavePlanStatus
 from restock_common.rules import Rules, encode_rules
 from restock_common.settings import Settings
 from restock_detector.handler import WebhookHandler
@@ -205,8 +206,10 @@ async def test_webhook_events_made_during_an_outage_go_out_in_order_when_it_is_b
     settings: Settings, engine: Any, broker: Broker, tenant_id: int
 ) -> None:
     """The same outage, with the events a webhook writes (``stock.changed`` and ``restock.detected`` of one
-    variant): none lost, and in the order they were committed."""
+    variant whose wave line is open, so its changes are enqueued): none lost, and in the order they were
+    committed."""
     await Rule(tenant=tenant_id, body=encode_rules(Rules(debounce_seconds=0))).save()
+    await WavePlan(tenant=tenant_id, variant_id=77, status=WavePlanStatus.SOLD_OUT).save()
     channel = await broker.connection.channel()
     queue = await channel.declare_queue(f"test.detector.relay.{uuid.uuid4().hex[:8]}", exclusive=True)
     for key in (topology.RESTOCK_DETECTED, topology.STOCK_CHANGED):

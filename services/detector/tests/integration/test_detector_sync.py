@@ -415,6 +415,13 @@ async def test_stock_changes_and_orders_reach_the_dispatchers_inventory_queue(
 ) -> None:
     variant, item = VARIANTS[5]
     await peers.product()
+    # Shoppers wait in the variant's wave line, sold out: its changes go to the wave planner (ADR 26).
+    await peers.db.execute(
+        "INSERT INTO wave_plans (tenant, variant_id, wave, status, available, updated_at)"
+        " VALUES ($1, $2, 1, 'sold-out', 0, now())",
+        peers.tenant_id,
+        variant,
+    )
     await peers.set_level(item, 3)
     await peers.set_level(item, 1, OTHER_LOCATION)
     order = {

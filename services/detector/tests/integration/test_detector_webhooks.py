@@ -24,6 +24,7 @@ from restock_common import messages, signatures, topology
 from restock_common.broker import Broker
 from restock_common.db.engine import bind_tables
 from restock_common.db.tables import Rule, Tenant
+from restock_common.jobs import WavePlanStatus
 from restock_common.keys import restock_window
 from restock_common.rules import Rules, encode_rules
 from restock_common.settings import Settings
@@ -252,6 +253,38 @@ async def test_more_stock_and_a_flap_inside_the_cooldown_do_nothing(
     assert (await count(db, "restock_events"), await count(db, "outbox")) == (1, 1)
     [state] = await rows(db, "variant_states")
     assert state["available"] == 3  # remembered, so the next change is judged from 3
+
+
+@pytest.mark.parametrize(
+    ("line", "published"),
+    [
+        (None, False),  # no wave ever planned for the variant
+        (WavePlanStatus.IDLE, False),  # a line nobody waits in any more
+        (WavePlanStatus.ACTIVE, True),
+        (WavePlanStatus.SOLD_OUT, True),
+    ],
+)
+async def test_a_stock_change_is_enqueued_only_while_the_variants_wave_line_is_open(
+    shopify: Shopify, tenant_id: int, db: asyncpg.Connection, line: str | None, published: bool
+) -> None:
+    await shopify.product((VARIANT_ID, "M", ITEM_ID))
+    if line is not None:
+        await db.execute(
+            "INSERT INTO wave_plans (tenant, variant_id, wave, status, available, updated_at)"
+            " VALUES ($1, $2, 1, $3, 0, now())",
+            tenant_id,
+            VARIANT_ID,
+            line,
+        )
+    assert await statuses(shopify, 0, 5, 2) == ["still_out", "restock", "was_available"]
+    changes = await db.fetch(
+        "SELECT payload FROM outbox WHERE routing_key = $1 ORDER BY id", topology.STOCK_CHANGED
+    )
+    moves = [messages.decode(c["payload"].encode(), messages.StockChanged) for c in changes]
+    assert [(m.previous, m.available) for m in moves] == ([(0, 5), (5, 2)] if published else [])
+    assert await count(db, "outbox") == 1  # the restock.detected goes out either way
+    [state] = await rows(db, "variant_states")
+    assert state["available"] == 2  # and the total is remembered either way
 
 
 async def test_after_the_cooldown_a_new_restock_fires(

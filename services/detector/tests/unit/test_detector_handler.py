@@ -58,6 +58,8 @@ class Data:
     restocks: list[NewRestock] = field(default_factory=list)
     outbox: list[OutboxMessage] = field(default_factory=list)  # every message but stock.changed
     changes: list[OutboxMessage] = field(default_factory=list)  # stock.changed
+    # Variants whose wave line is idle (nobody waiting): the store enqueues no stock.changed for them.
+    idle_lines: set[int] = field(default_factory=set)
     subscriptions: dict[int, str] = field(default_factory=dict)  # id -> contact_hash
     redacted: dict[int, datetime] = field(default_factory=dict)
     audit: list[AuditEntry] = field(default_factory=list)
@@ -142,13 +144,15 @@ class FakeUnitOfWork:
         now: datetime,
         armed_at: datetime | None,
         change: OutboxMessage | None = None,
-    ) -> None:
+    ) -> bool:
         self.store.calls.append("save_variant")
-        if change is not None:
+        enqueued = change is not None and variant_id not in self.data.idle_lines
+        if change is not None and enqueued:
             self.data.changes.append(change)
         self.data.variants[variant_id] = VariantMemory(
             available, self.data.variants[variant_id].last_restock_at, armed_at
         )
+        return enqueued
 
     async def record_restock(self, restock: NewRestock, message: RestockMessage) -> int:
         self.store.calls.append("record_restock")
@@ -407,6 +411,23 @@ async def test_in_stock_changes_and_flaps_inside_the_cooldown_do_nothing(
     ]
     assert {m.ordering_key for m in store.data.changes} == {f"{TENANT.id}:{VARIANT}"}
     assert signal.notified_after_commit == [True] * 4
+
+
+async def test_moves_of_a_variant_whose_wave_line_is_idle_enqueue_nothing_and_wake_no_relay(
+    handler: WebhookHandler, store: FakeStore, signal: RecordingSignal
+) -> None:
+    await known_variant(handler)
+    store.data.idle_lines.add(VARIANT)
+    statuses = []
+    for step, available in enumerate([5, 7, 0, 3]):
+        result = await send(
+            handler, level(available, at=NOW + timedelta(seconds=step)), "inventory_levels/update"
+        )
+        statuses.append(result.body["status"])
+    assert statuses == ["restock", "was_available", "was_available", "cooldown"]
+    assert (len(store.data.outbox), store.data.changes) == (1, [])  # the restock.detected alone
+    assert store.data.variants[VARIANT].available == 3  # the total is remembered all the same
+    assert signal.notified_after_commit == [True]  # for the restock only
 
 
 async def test_the_total_sums_locations_but_not_excluded_ones(

@@ -170,11 +170,13 @@ class FakeWork:
         now: datetime,
         armed_at: datetime | None,
         change: OutboxMessage | None = None,
-    ) -> None:
+    ) -> bool:
+        """Every variant's wave line is open here (the store's filter has its integration test)."""
         last = self.db.variants[variant_id].last_restock_at
         self.db.variants[variant_id] = VariantMemory(available, last, armed_at)
         if change is not None:
             self.db.outbox.append(change)
+        return change is not None
 
     async def record_restock(self, restock: NewRestock, message: RestockMessage) -> int:
         self.db.restocks.append(restock)

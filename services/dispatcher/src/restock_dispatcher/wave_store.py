@@ -27,6 +27,12 @@ _ENSURE_PLAN = (
     "INSERT INTO wave_plans (tenant, variant_id, wave, status, available, updated_at)"
     " VALUES ({}, {}, 0, 'idle', 0, now()) ON CONFLICT (tenant, variant_id) DO NOTHING"
 )
+# The detector's current total of the variant, its row share-locked to the freeze's commit. The detector
+# enqueues a stock.changed only while a line is open (ADR 26), checked under that row's exclusive lock: a
+# change committed before this read is in the total, and one made after it waits for the line this freeze
+# opens, sees it, and is published. Lock order: wave_plans, then variant_states; the detector takes no
+# lock on wave_plans, so no cycle.
+_CURRENT_TOTAL = "SELECT available FROM variant_states WHERE tenant = {} AND variant_id = {} FOR SHARE"
 _PLAN_COLUMNS = (
     "SELECT p.id, p.tenant, p.variant_id, p.restock_event, p.wave, p.status, p.available,"
     " p.wave_started_at, e.restock_window AS window, r.body AS rules"
@@ -85,9 +91,14 @@ class PiccoloWaveStore:
         available: int,
         rules: Rules,
     ) -> waves.Decision:
-        """A restock's wave, inside the freeze's transaction (its waiting rows are already written)."""
+        """A restock's wave, inside the freeze's transaction (its waiting rows are already written), with
+        the variant's availability of now: ``available`` (the restock event's, at detection) only if the
+        detector has no row for the variant."""
         await WavePlan.raw(_ENSURE_PLAN, tenant_id, variant_id)
         [row] = await WavePlan.raw(_LOCK_PLAN, tenant_id, variant_id)
+        current = await WavePlan.raw(_CURRENT_TOTAL, tenant_id, variant_id)
+        if current:
+            available = current[0]["available"]
         return await self._replan(row, window, available, rules, restock_event_id)
 
     async def stock_changed(self, tenant_id: int, variant_id: int, available: int) -> Released | None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
+from restock_common.jobs import WavePlanStatus
 from restock_common.rules import Rules
 
 
@@ -41,12 +42,7 @@ class Reason(enum.StrEnum):
     NOBODY_WAITING = "nobody-waiting"  # the line is empty
 
 
-class Status(enum.StrEnum):
-    """``wave_plans.status``."""
-
-    IDLE = "idle"  # nobody waiting in the current window
-    ACTIVE = "active"  # targets waiting and stock left: a next wave is scheduled
-    SOLD_OUT = "sold-out"  # targets waiting, no stock
+Status = WavePlanStatus  # ``wave_plans.status``; the detector reads it too, so it is defined in common
 
 
 @dataclass(frozen=True)

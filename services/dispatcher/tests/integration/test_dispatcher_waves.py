@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
@@ -222,6 +223,74 @@ async def test_waves_release_by_stock_hold_on_sell_out_and_serve_the_line_first_
     wave_3 = [row["id"] for row in (await jobs(first.restock_event_id))[21:27]]
     assert published(await email_queue()) == wave_3
     assert (await plan_row(tenant))["wave"] == 3
+
+
+async def detector_total(db: asyncpg.Connection, tenant: Tenant, available: int) -> None:
+    """The detector's row of the variant (``variant_states``), as the detector writes it."""
+    await db.execute(
+        "INSERT INTO variant_states (tenant, variant_id, available, updated_at) VALUES ($1, $2, $3, now())"
+        " ON CONFLICT (tenant, variant_id) DO UPDATE SET available = EXCLUDED.available",
+        tenant.id,
+        VARIANT,
+        available,
+    )
+
+
+@pytest.mark.parametrize(
+    ("now_available", "released", "status"), [(1, 3, "active"), (0, 0, "sold-out"), (9, 10, "idle")]
+)
+async def test_the_first_wave_is_planned_with_the_detectors_total_at_freeze_time_not_the_events(
+    clean_db: None,
+    engine: object,
+    broker: Broker,
+    db: asyncpg.Connection,
+    email_queue: Drain,
+    now_available: int,
+    released: int,
+    status: str,
+) -> None:
+    """The restock said 5 units; by the freeze, stock moved. No stock.changed told the dispatcher (none is
+    enqueued before the line is open, ADR 26), so the freeze reads the detector's total itself."""
+    tenant = await shop()
+    line = await line_of(tenant, 10)
+    await detector_total(db, tenant, now_available)
+    dispatcher = Dispatcher(engine, broker, Clock(T0))
+    event = await restock(tenant, 5, T0)
+    assert await dispatcher.restock(event) is Outcome.ACK
+    rows = await jobs(event.restock_event_id)
+    assert [row["subscription"] for row in rows if row["state"] == "pending"] == line[:released]
+    assert published(await email_queue()) == [row["id"] for row in rows[:released]]
+    plan = await plan_row(tenant)
+    assert (plan["status"], plan["available"]) == (status, now_available)
+
+
+async def test_a_freeze_waits_for_the_detectors_open_change_and_plans_with_its_total(
+    clean_db: None, engine: object, broker: Broker, db: asyncpg.Connection, email_queue: Drain
+) -> None:
+    """The detector is mid-observation (its row of the variant locked, the new total not committed) when the
+    freeze plans: the freeze waits for it and plans with the committed total, so a change made while no
+    line was open is never lost between the detector's check and the line's opening."""
+    tenant = await shop()
+    line = await line_of(tenant, 10)
+    await detector_total(db, tenant, 5)
+    dispatcher = Dispatcher(engine, broker, Clock(T0))
+    event = await restock(tenant, 5, T0)
+    transaction = db.transaction()
+    await transaction.start()
+    await db.execute(
+        "UPDATE variant_states SET available = 1 WHERE tenant = $1 AND variant_id = $2", tenant.id, VARIANT
+    )
+    freeze = asyncio.create_task(dispatcher.restock(event))
+    try:
+        await asyncio.sleep(0.5)
+        assert not freeze.done()  # waiting on the detector's row
+    finally:
+        await transaction.commit()
+    assert await freeze is Outcome.ACK
+    rows = await jobs(event.restock_event_id)
+    assert [row["subscription"] for row in rows if row["state"] == "pending"] == line[:3]  # 1 unit x 3
+    assert len(published(await email_queue())) == 3
+    assert (await plan_row(tenant))["available"] == 1
 
 
 async def test_a_restock_in_a_new_window_supersedes_the_old_line_and_keeps_fifo(

@@ -15,6 +15,8 @@ In one run, in a private database and RabbitMQ vhost (both removed at the end, e
    ``EVENT_SPACING_S``, timed from the request's send to the message's arrival on a queue bound to the
    ``restock`` exchange.
 5. The detector's peak RSS (``VmHWM``) after the load.
+6. What the machine gave each measured run (``tools/machine.py``): the CPU time the hypervisor stole, and
+   the server's CPU and run-queue wait; a latency is comparable with another run's only when these are.
 
 Prints a table and writes ``bench/results/detector.json`` (DESIGN.md's format). Run from the repository
 root: ``uv run --frozen python bench/detector.py`` (``make bench``).
@@ -39,7 +41,7 @@ from typing import Any
 import aio_pika
 import asyncpg
 import httpx
-from tools import loadgen
+from tools import loadgen, machine
 from tools.harness import (
     AMQP_ROOT,
     ROOT,
@@ -259,9 +261,13 @@ async def open_loop(url: str, webhooks: list[Webhook]) -> Load:
     )
 
 
-async def measured_run(url: str, levels: Levels) -> Load:
-    await open_loop(url, levels.warmup())
-    return await open_loop(url, levels.load(int(RATE * DURATION_S)))
+async def measured_run(server: Service, levels: Levels) -> tuple[Load, machine.Usage]:
+    """The warm-up, then the measured load, with what the machine gave the server during the latter."""
+    await open_loop(server.url, levels.warmup())
+    load = levels.load(int(RATE * DURATION_S))
+    began, before = time.perf_counter(), machine.sample(server.process.pid)
+    measured = await open_loop(server.url, load)
+    return measured, machine.usage(before, machine.sample(server.process.pid), time.perf_counter() - began)
 
 
 # --- webhook -> restock.detected ----------------------------------------------------------------------
@@ -370,9 +376,9 @@ async def measure(env: dict[str, str], detector: Service, bare: Service) -> tupl
     async with httpx.AsyncClient(base_url=detector.url, timeout=REQUEST_TIMEOUT_S) as client:
         await send_all(client, WEBHOOK_PATH, product_webhooks(catalogue))
     # The bare route first: the detector's relay then publishes its backlog while nothing is measured.
-    bare_load = await measured_run(bare.url, Levels())
+    bare_load, bare_machine = await measured_run(bare, Levels())
     levels = Levels()
-    detector_load = await measured_run(detector.url, levels)
+    detector_load, detector_machine = await measured_run(detector, levels)
     await wait_requests_settled(env["RESTOCK_DATABASE_URL"])
     event_ms = await webhook_to_event(detector.url, env["RESTOCK_AMQP_URL"], levels)
     results = {
@@ -383,6 +389,13 @@ async def measure(env: dict[str, str], detector: Service, bare: Service) -> tupl
         "webhook_to_event_p99_ms": metric(_p(event_ms, 99), "ms"),
         "webhook_to_event_p50_ms": metric(_p(event_ms, 50), "ms"),
         "detector_rss_mb": metric(detector.peak_rss_mib(), "MiB", bare.peak_rss_mib()),
+        # What the machine gave each run (tools/machine.py): latencies of runs are comparable only when
+        # these are too. Steal is of all CPU time; the others are of one CPU, for the server's main thread.
+        "cpu_steal_pct": metric(detector_machine.steal_pct, "%", bare_machine.steal_pct),
+        "server_cpu_pct": metric(detector_machine.cpu_pct, "% of a CPU", bare_machine.cpu_pct),
+        "server_runqueue_wait_pct": metric(
+            detector_machine.runqueue_wait_pct, "% of a CPU", bare_machine.runqueue_wait_pct
+        ),
     }
     mix = ", ".join(f"{status} {count}" for status, count in sorted(detector_load.statuses.items()))
     return results, mix

@@ -31,3 +31,8 @@ def report() -> ModuleType:
 @pytest.fixture(scope="session")
 def loadgen() -> ModuleType:
     return load_tool("loadgen")
+
+
+@pytest.fixture(scope="session")
+def machine() -> ModuleType:
+    return load_tool("machine")

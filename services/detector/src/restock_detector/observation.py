@@ -71,7 +71,12 @@ async def observe_variant(
     decision = outcome.decision
     change = stock_changed(tenant, variant.variant_id, memory.available, total, now, source)
     armed_at = _armed_at(decision, memory, now)
-    enqueued = await work.save_variant(tenant.id, variant.variant_id, total, now, armed_at, change)
+    enqueued = False
+    # An observation that moved neither the total nor the debounce leaves the variant's row as it is: a
+    # round trip saved on a hot path where most webhooks of an unchanged total (a level re-sent, a
+    # variant still out) would only rewrite it.
+    if change is not None or armed_at != memory.armed_at:
+        enqueued = await work.save_variant(tenant.id, variant.variant_id, total, now, armed_at, change)
     if isinstance(decision, transitions.Restock):
         await record_restock(work, tenant, variant, decision.available, now, rules, source)
         fired = True

@@ -459,6 +459,22 @@ async def test_a_duplicate_webhook_is_answered_and_not_processed(
     assert len(store.data.restocks) == 1
 
 
+async def test_an_observation_that_moves_nothing_does_not_rewrite_the_variant(
+    handler: WebhookHandler, store: FakeStore, signal: RecordingSignal
+) -> None:
+    await known_variant(handler)
+    store.calls.clear()
+    for step in range(2):  # still out, twice: the total stays 0 and nothing is armed
+        result = await send(handler, level(0, at=NOW + timedelta(seconds=step)), "inventory_levels/update")
+        assert result.body == {"status": "still_out"}
+    assert "save_variant" not in store.calls
+    assert store.data.snapshots[(ITEM, LOCATION)].updated_at == NOW + timedelta(seconds=1)  # kept
+    await send(handler, level(4, at=NOW + timedelta(seconds=2)), "inventory_levels/update")
+    assert store.calls.count("save_variant") == 1  # a move is saved
+    assert store.data.variants[VARIANT].available == 4
+    assert signal.notified_after_commit == [True]
+
+
 async def test_a_stale_observation_is_ignored(handler: WebhookHandler, store: FakeStore) -> None:
     await known_variant(handler)
     await send(handler, level(0, at=NOW), "inventory_levels/update")

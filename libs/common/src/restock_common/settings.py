@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     # burst of restocks instead of after it (ADR 22). Raise it to drain a long broker outage's backlog
     # faster: ~1,100 messages/s at 1, ~4,000 at 32 on the bench machine.
     outbox_publish_window: int = Field(default=1, ge=1, le=1000)
+    # How long an outbox batch may hold its rows' locks: the relay starts no publish after half of it, and
+    # PostgreSQL ends a session idle in the batch's transaction for all of it (a relay frozen mid-batch,
+    # which would otherwise hold every relay's turn until its liveness probe restarts it; ADR 22). At least
+    # twice a publish's 10 s timeout.
+    outbox_hold_limit_seconds: float = Field(default=60.0, ge=20.0, le=3600.0)
     lease_seconds: int = Field(default=120, ge=5)
     # Jobs one sender process works on at once (its SMTP pool holds as many connections).
     sender_concurrency: int = Field(default=8, ge=1, le=256)

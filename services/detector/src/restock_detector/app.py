@@ -101,13 +101,15 @@ def create_app(
                 clock,
                 admin,
             )
+            hold_limit = settings.outbox_hold_limit_seconds
             relay = OutboxRelay(
-                PostgresOutboxStore(pool),
+                PostgresOutboxStore(pool, hold_limit_seconds=hold_limit),
                 runtime.broker,
                 faults,
                 wakeup,
                 settings.outbox_poll_seconds,
                 window=settings.outbox_publish_window,
+                hold_limit_seconds=hold_limit,
             )
             relay.start()
             # Last in, first out: the scheduler settles its batch, then the relay publishes what is

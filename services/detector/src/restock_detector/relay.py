@@ -12,6 +12,13 @@ confirm of the previous row of its key. So a failure can never let a later messa
 variant reach the broker before an earlier one; after a failure no further row starts, the rows already
 out are awaited, those confirmed are marked, and the rest stay for the next round, after a backoff.
 
+A batch holds its rows' locks, so it is bounded in time: the relay starts no publish after half of
+``hold_limit_seconds`` (``RESTOCK_OUTBOX_HOLD_LIMIT_SECONDS``; the rest waits for the next batch, nothing is
+counted as failed), and its last publish ends within ``PUBLISH_TIMEOUT_SECONDS`` of that. PostgreSQL ends
+a session that stays idle in a batch's transaction for the whole limit (``PostgresOutboxStore.claim``): a
+relay frozen mid-batch (a stopped process whose connection stays open) can then hold every relay's turn for
+that long at most, and what it published without marking is published again by the next (ADR 22).
+
 The relay wakes when a webhook committed a row (then lingers ``LINGER_SECONDS``, so that under load one
 claim takes the rows of several webhooks instead of four round trips each), and polls otherwise.
 """
@@ -21,6 +28,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 
 from restock_common.faults import FaultPoints
 from restock_detector.ports import OutboxBatch, OutboxRow, OutboxStore, Publisher
@@ -56,10 +65,16 @@ class OutboxRelay:
         batch_size: int = BATCH_SIZE,
         *,
         window: int,
+        hold_limit_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``window``: ``Settings.outbox_publish_window``, where its default and its reason live."""
+        """``window`` and ``hold_limit_seconds``: ``Settings.outbox_publish_window`` and
+        ``Settings.outbox_hold_limit_seconds``, where their defaults and reasons live."""
         if window < 1:
             raise ValueError("the publish window holds at least one message")
+        if hold_limit_seconds < 2 * PUBLISH_TIMEOUT_SECONDS:
+            # Half the limit to start publishes, then one publish's timeout for the last of them.
+            raise ValueError(f"a batch's hold limit is at least {2 * PUBLISH_TIMEOUT_SECONDS:.0f} s")
         self.outbox = outbox
         self.publisher = publisher
         self.faults = faults
@@ -67,6 +82,8 @@ class OutboxRelay:
         self.poll_seconds = poll_seconds
         self.batch_size = batch_size
         self.window = window
+        self.publish_budget_seconds = hold_limit_seconds / 2
+        self.clock = clock
         self._stopping = False
         self._stopped = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -106,29 +123,39 @@ class OutboxRelay:
                 await self._pause(self._stopped, LINGER_SECONDS)
 
     async def relay_once(self) -> tuple[int, bool]:
-        """Publish one batch; returns (rows published, whether every claimed row was published)."""
+        """Publish one batch; returns (rows published, whether no publish failed). A batch its time budget
+        cut short is not a failure: its unstarted rows go with the next batch, without a backoff."""
         async with self.outbox.claim(self.batch_size) as batch:
-            published = await self._publish(batch)
-            return published, published == len(batch.rows)
+            published, failed = await self._publish(batch)
+            return published, not failed
 
-    async def _publish(self, batch: OutboxBatch) -> int:
+    async def _publish(self, batch: OutboxBatch) -> tuple[int, bool]:
         """Publish the batch's rows in id order with up to ``window`` confirms outstanding, but never two
         rows of one ordering key at once: a row waits for the confirm of the previous row of its key, so a
         failure can never let a later message of a variant reach the broker before an earlier one. After a
-        failure no further row starts; the rows already out are awaited and those confirmed are marked."""
+        failure, or once the batch's publish budget is spent, no further row starts; the rows already out
+        are awaited and those confirmed are marked. Returns (rows confirmed, whether a publish failed)."""
         confirmed: list[int] = []
         failed: list[int] = []
         window = asyncio.Semaphore(self.window)
         last_of_key: dict[str, asyncio.Task[None]] = {}
         out: set[asyncio.Task[None]] = set()
+        started_at = self.clock()
         try:
-            for row in batch.rows:
+            for started, row in enumerate(batch.rows):
                 previous = last_of_key.get(row.ordering_key) if row.ordering_key is not None else None
                 if previous is not None:
                     await asyncio.wait([previous])
                 await window.acquire()
                 if failed:
                     window.release()
+                    break
+                if self.clock() - started_at > self.publish_budget_seconds:
+                    window.release()
+                    log.warning(
+                        "outbox batch out of time; its other rows go with the next batch",
+                        extra={"started": started, "left": len(batch.rows) - started},
+                    )
                     break
                 task = asyncio.create_task(self._publish_row(row, window, confirmed, failed))
                 out.add(task)
@@ -147,7 +174,7 @@ class OutboxRelay:
             # One statement for the batch's confirmed rows, in the batch's transaction.
             if confirmed:
                 await batch.mark_published(confirmed)
-        return len(confirmed)
+        return len(confirmed), bool(failed)
 
     async def _publish_row(
         self, row: OutboxRow, window: asyncio.Semaphore, confirmed: list[int], failed: list[int]

@@ -259,6 +259,9 @@ LIMIT $1
 FOR UPDATE
 """
 
+# For the rest of the batch's transaction only (set_config's third argument: SET LOCAL).
+_HOLD_LIMIT = "SELECT set_config('idle_in_transaction_session_timeout', $1, true)"
+
 _SYNC_STATES = """
 SELECT t.id, t.shop_domain, t.access_token, t.sync_requested_at, t.last_sync_started_at,
        t.last_sync_finished_at,
@@ -579,12 +582,21 @@ def _armed_variant(row: Any) -> ports.ArmedVariant:
 
 
 class PostgresOutboxStore(PostgresStore):
-    """``ports.OutboxStore`` on PostgreSQL: a batch is a transaction holding its rows' locks."""
+    """``ports.OutboxStore`` on PostgreSQL: a batch is a transaction holding its rows' locks, and PostgreSQL
+    ends its session if it stays idle in it for ``hold_limit_seconds``
+    (``Settings.outbox_hold_limit_seconds``: a frozen relay releases its rows then; a live one ends its
+    batches sooner, ``relay.py``)."""
+
+    def __init__(self, pool: asyncpg.Pool, *, hold_limit_seconds: float) -> None:
+        super().__init__(pool)
+        self.idle_limit_ms = str(round(hold_limit_seconds * 1000))
 
     @asynccontextmanager
     async def claim(self, limit: int) -> AsyncIterator[ports.OutboxBatch]:
         async with self.transaction() as connection:
             rows = await connection.fetch(_CLAIM_OUTBOX, limit)
+            if rows:  # an empty claim holds nothing, and polls come twice a second
+                await connection.execute(_HOLD_LIMIT, self.idle_limit_ms)
             yield PostgresOutboxBatch([_outbox_row(row) for row in rows], connection)
 
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 from aio_pika.abc import AbstractQueue
 
@@ -121,9 +122,18 @@ async def add_rows(tenant_id: int, count: int, routing_key: str = topology.RESTO
     return rows
 
 
-def make_relay(engine: Any, broker: Broker, poll_seconds: float = 30.0) -> OutboxRelay:
+HOLD_LIMIT_SECONDS = 60.0
+
+
+def make_relay(engine: Any, broker: Broker, poll_seconds: float = 30.0, window: int = 1) -> OutboxRelay:
     return OutboxRelay(
-        PostgresOutboxStore(engine.pool), broker, FaultPoints(None), OutboxWakeup(), poll_seconds, window=1
+        PostgresOutboxStore(engine.pool, hold_limit_seconds=HOLD_LIMIT_SECONDS),
+        broker,
+        FaultPoints(None),
+        OutboxWakeup(),
+        poll_seconds,
+        window=window,
+        hold_limit_seconds=HOLD_LIMIT_SECONDS,
     )
 
 
@@ -293,7 +303,7 @@ async def test_relays_take_turns_so_a_second_one_sees_what_the_first_batch_left(
     it. Side by side (each skipping the other's rows) they could publish two rows of one variant out of
     order."""
     rows = await add_rows(tenant_id, 3)
-    store = PostgresOutboxStore(engine.pool)
+    store = PostgresOutboxStore(engine.pool, hold_limit_seconds=HOLD_LIMIT_SECONDS)
 
     async def claim_ids() -> list[int]:
         async with store.claim(10) as batch:
@@ -309,14 +319,43 @@ async def test_relays_take_turns_so_a_second_one_sees_what_the_first_batch_left(
     assert await asyncio.wait_for(second, 10) == [rows[2].id]
 
 
+async def test_postgresql_ends_a_frozen_relays_batch_and_the_next_relay_publishes_its_rows(
+    settings: Settings, engine: Any, broker: Broker, queue: AbstractQueue, tenant_id: int
+) -> None:
+    """A relay frozen mid-batch (its process stopped, its connection open) would hold every relay's turn:
+    PostgreSQL ends its session once it has been idle in the batch for the hold limit, its locks go with it,
+    and the next relay publishes the rows. The frozen one, on waking, finds its connection gone."""
+    rows = await add_rows(tenant_id, 3)
+    frozen_pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
+    frozen = PostgresOutboxStore(frozen_pool, hold_limit_seconds=1.0)
+
+    async def freeze_mid_batch_then_wake() -> None:
+        async with frozen.claim(10) as batch:
+            assert [row.id for row in batch.rows] == [row.id for row in rows]
+            live = asyncio.create_task(make_relay(engine, broker).relay_once())
+            await asyncio.sleep(0.3)
+            assert not live.done()  # the frozen batch holds the rows
+            assert await asyncio.wait_for(live, 20) == (3, True)
+            await batch.mark_published([row.id for row in batch.rows])  # the frozen one wakes
+
+    try:
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError)):
+            await freeze_mid_batch_then_wake()
+    finally:
+        await asyncio.wait_for(frozen_pool.close(), 10)
+    assert await unpublished() == 0
+    for row in rows:
+        message = await queue.get(timeout=5, fail=True)
+        assert message is not None
+        await message.ack()
+        assert message.message_id == str(row.message_id)
+
+
 async def test_a_window_of_confirms_publishes_every_row_once(
     engine: Any, broker: Broker, queue: AbstractQueue, tenant_id: int
 ) -> None:
     rows = await add_rows(tenant_id, 40)
-    relay = OutboxRelay(
-        PostgresOutboxStore(engine.pool), broker, FaultPoints(None), OutboxWakeup(), 30.0, window=16
-    )
-    assert await relay.relay_once() == (40, True)
+    assert await make_relay(engine, broker, window=16).relay_once() == (40, True)
     assert await unpublished() == 0
     received = []
     for _ in rows:

@@ -4,6 +4,7 @@ the publish window: several confirms outstanding, never two of one ordering key.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
@@ -64,7 +65,13 @@ class FakePublisher:
         self.sent.append((body, routing_key, message_id, traceparent))
 
 
-def relay(outbox: FakeOutbox, publisher: Publisher, batch_size: int = 100, window: int = 1) -> OutboxRelay:
+def relay(
+    outbox: FakeOutbox,
+    publisher: Publisher,
+    batch_size: int = 100,
+    window: int = 1,
+    clock: Callable[[], float] = time.monotonic,
+) -> OutboxRelay:
     return OutboxRelay(
         outbox,
         publisher,
@@ -73,6 +80,8 @@ def relay(outbox: FakeOutbox, publisher: Publisher, batch_size: int = 100, windo
         poll_seconds=60,
         batch_size=batch_size,
         window=window,
+        hold_limit_seconds=30,
+        clock=clock,
     )
 
 
@@ -154,6 +163,46 @@ async def test_a_failed_publish_ends_the_batch_and_keeps_it_and_the_rest() -> No
     assert await relay(outbox, publisher).relay_once() == (3, True)
     assert outbox.published == [1, 2, 3, 4]
     assert [sent[2] for sent in publisher.sent] == ["m-1", "m-2", "m-3", "m-4"]
+
+
+class SlowBroker:
+    """Confirms each publish 10 s later on a clock of its own (the relay's): a broker that has slowed."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sent: list[str] = []
+
+    async def publish_raw(
+        self, body: bytes, routing_key: str, *, message_id: str, traceparent: str | None = None
+    ) -> None:
+        self.now += 10.0
+        self.sent.append(message_id)
+
+
+async def test_a_batch_starts_no_publish_after_half_its_hold_limit_and_the_rest_goes_next() -> None:
+    outbox, broker = FakeOutbox(5), SlowBroker()
+    slow = relay(outbox, broker, clock=lambda: broker.now)  # holds a batch 30 s at most: 15 s to start
+    # Publishes start at 0 and 10 s; at 20 s the budget is spent: two rows, and no failure.
+    assert await slow.relay_once() == (2, True)
+    assert (outbox.published, outbox.failures) == ([1, 2], [])
+    assert await slow.relay_once() == (2, True)  # a new batch, a new budget
+    assert await slow.relay_once() == (1, True)
+    assert broker.sent == ["m-1", "m-2", "m-3", "m-4", "m-5"]
+    assert outbox.published == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("hold_limit", [0, 19.9])
+def test_a_hold_limit_too_short_for_one_publish_is_refused(hold_limit: float) -> None:
+    with pytest.raises(ValueError, match="hold limit"):
+        OutboxRelay(
+            FakeOutbox(0),
+            FakePublisher(),
+            FaultPoints(None),
+            OutboxWakeup(),
+            poll_seconds=1,
+            window=1,
+            hold_limit_seconds=hold_limit,
+        )
 
 
 async def test_batches_are_bounded() -> None:
@@ -253,3 +302,14 @@ def test_the_window_setting_is_one_confirm_at_a_time_unless_raised(monkeypatch: 
     assert Settings().outbox_publish_window == 32
     with pytest.raises(ValidationError):
         Settings(outbox_publish_window=0)
+
+
+def test_the_hold_limit_setting_is_a_minute_and_never_shorter_than_two_publish_timeouts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("RESTOCK_OUTBOX_HOLD_LIMIT_SECONDS", raising=False)
+    assert Settings().outbox_hold_limit_seconds == 60
+    monkeypatch.setenv("RESTOCK_OUTBOX_HOLD_LIMIT_SECONDS", "120")
+    assert Settings().outbox_hold_limit_seconds == 120
+    with pytest.raises(ValidationError):
+        Settings(outbox_hold_limit_seconds=19)

@@ -37,17 +37,13 @@ _SHOP_BY_DOMAIN = (
     "SELECT id, shop_domain, access_token FROM tenants WHERE shop_domain = $1 AND uninstalled_at IS NULL"
 )
 
-# event_id is not UNIQUE (a shop's event ids are Shopify's, and older rows may have none): concurrent
-# resends of one event are serialized on a transaction-scoped advisory lock named after it, taken by an
-# earlier statement so that this one's snapshot sees whatever the lock's last holder committed.
-_LOCK_EVENT = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
-
+# A receipt is claimed once per webhook id and once per shop event: ON CONFLICT DO NOTHING without a target
+# covers both unique indexes (``webhook_receipts_one_per_event`` is partial: an event id may be absent). A
+# concurrent claim of the same event waits for the first to commit, then claims nothing.
 _CLAIM_RECEIPT = """
 INSERT INTO webhook_receipts (webhook_id, event_id, shop_domain, topic, triggered_at, received_at)
-SELECT $1::varchar, $2::varchar, $3::varchar, $4::varchar, $5::timestamptz, now()
-WHERE $2::varchar IS NULL
-   OR NOT EXISTS (SELECT 1 FROM webhook_receipts WHERE shop_domain = $3::varchar AND event_id = $2::varchar)
-ON CONFLICT (webhook_id) DO NOTHING
+VALUES ($1::varchar, $2::varchar, $3::varchar, $4::varchar, $5::timestamptz, now())
+ON CONFLICT DO NOTHING
 RETURNING id
 """
 
@@ -97,10 +93,7 @@ WITH shop AS (
     INSERT INTO webhook_receipts (webhook_id, event_id, shop_domain, topic, triggered_at, received_at)
     SELECT $1::varchar, $2::varchar, $3::varchar, $4::varchar, $5::timestamptz, now()
     WHERE EXISTS (SELECT 1 FROM shop)
-      AND ($2::varchar IS NULL
-           OR NOT EXISTS (SELECT 1 FROM webhook_receipts
-                          WHERE shop_domain = $3::varchar AND event_id = $2::varchar))
-    ON CONFLICT (webhook_id) DO NOTHING
+    ON CONFLICT DO NOTHING  -- the webhook id or the shop's event id (_CLAIM_RECEIPT)
     RETURNING id
 ), item AS (
     SELECT variant_id, product_id FROM inventory_items
@@ -349,8 +342,6 @@ class PostgresUnitOfWork:
         self.connection = connection
 
     async def claim_receipt(self, receipt: ports.Receipt) -> bool:
-        if receipt.event_id is not None:
-            await self.connection.execute(_LOCK_EVENT, f"{receipt.shop_domain}:{receipt.event_id}")
         row = await self.connection.fetchrow(
             _CLAIM_RECEIPT,
             receipt.webhook_id,
@@ -400,8 +391,6 @@ class PostgresUnitOfWork:
     async def claim_level(
         self, receipt: ports.Receipt, tenant_id: int, inventory_item_id: int
     ) -> ports.LevelClaim:
-        if receipt.event_id is not None:
-            await self.connection.execute(_LOCK_EVENT, f"{receipt.shop_domain}:{receipt.event_id}")
         row = await self.connection.fetchrow(
             _CLAIM_LEVEL,
             receipt.webhook_id,

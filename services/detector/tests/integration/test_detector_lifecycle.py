@@ -6,6 +6,7 @@ with plain asyncpg (``db``) while the app runs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +24,8 @@ from restock_common.db.tables import Rule, Tenant
 from restock_common.rules import Rules, encode_rules
 from restock_common.settings import Settings
 from restock_detector.app import create_app
+from restock_detector.ports import Receipt
+from restock_detector.store import PostgresWebhookStore
 
 pytestmark = pytest.mark.integration
 
@@ -243,6 +246,43 @@ async def test_an_event_resent_under_a_new_webhook_id_is_processed_once(
     assert await count(db, "restock_events") == 1
     assert await count(db, "webhook_receipts") == 2  # the product's and the first delivery's
     assert await shopify.set_level(0) == "was_available"  # a new event is processed
+
+
+async def test_two_deliveries_of_one_event_at_once_are_claimed_once(
+    engine: Any, tenant_id: int, db: asyncpg.Connection
+) -> None:
+    """The second claim of an event waits for the first delivery's transaction and, once it committed,
+    claims nothing; had the first rolled back, the second would have claimed it."""
+    store = PostgresWebhookStore(engine.pool)
+
+    def delivery(event_id: str) -> Receipt:
+        return Receipt(str(uuid.uuid4()), SHOP, "inventory_levels/update", event_id=event_id)
+
+    async def claim(receipt: Receipt, hold: asyncio.Event | None = None) -> bool:
+        async with store.unit_of_work() as work:
+            claimed = await work.claim_receipt(receipt)
+            if hold is not None:
+                await hold.wait()
+            return claimed
+
+    for first_commits in (True, False):
+        event = f"event-{first_commits}"
+        release = asyncio.Event()
+        first = asyncio.create_task(claim(delivery(event), release))
+        await asyncio.sleep(0.2)
+        second = asyncio.create_task(claim(delivery(event)))
+        await asyncio.sleep(0.3)
+        assert not second.done()  # waiting for the first delivery's transaction
+        if first_commits:
+            release.set()
+            assert await asyncio.wait_for(first, 10) is True
+        else:
+            first.cancel()  # its transaction rolls back
+            with contextlib.suppress(asyncio.CancelledError):
+                await first
+        assert await asyncio.wait_for(second, 10) is (not first_commits)
+        rows = await db.fetchval("SELECT count(*) FROM webhook_receipts WHERE event_id = $1", event)
+        assert rows == 1
 
 
 # Shop lifecycle and compliance webhooks

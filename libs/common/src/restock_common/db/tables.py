@@ -261,7 +261,9 @@ class AuditLog(Table, tablename="audit_log"):
 
 
 class WebhookReceipt(Table, tablename="webhook_receipts"):
-    """A Shopify delivery already processed: a repeat of the same webhook id is answered, not re-run."""
+    """A Shopify delivery already processed: a repeat of the same webhook id, or of the same shop event
+    under a new webhook id, is answered, not re-run. Unique per (``shop_domain``, ``event_id``) where the
+    event id is known: a partial index Piccolo cannot declare, made by migration 2026-12-07T18:50."""
 
     id = BigSerial(primary_key=True)
     webhook_id = Varchar(length=128, unique=True)

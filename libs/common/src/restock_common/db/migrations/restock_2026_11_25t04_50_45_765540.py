@@ -1,7 +1,7 @@
 """Indexes the auto-generated migration cannot express (partial, multi-column); each serves a hot query."""
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.table import Table
+from restock_common.db.raw_migration import raw_migration
 
 ID = "2026-11-25T04:50:45:765540"
 VERSION = "1.38.0"
@@ -26,21 +26,5 @@ INDEXES = [
 DROP = [f"DROP INDEX IF EXISTS {statement.split()[2]}" for statement in INDEXES]
 
 
-class _Raw(Table):
-    """Table.raw runs inside the migration's transaction, so a failure rolls everything back."""
-
-
 async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="restock", description=DESCRIPTION)
-
-    async def create() -> None:
-        for statement in INDEXES:
-            await _Raw.raw(statement)
-
-    async def drop() -> None:
-        for statement in DROP:
-            await _Raw.raw(statement)
-
-    manager.add_raw(create)
-    manager.add_raw_backwards(drop)
-    return manager
+    return raw_migration(ID, DESCRIPTION, INDEXES, DROP)

@@ -3,7 +3,7 @@ so a lease that expires unmarked is known never to have reached the provider. Nu
 adding it rewrites nothing."""
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.table import Table
+from restock_common.db.raw_migration import raw_migration
 
 ID = "2026-11-25T14:00:00:000000"
 VERSION = "1.38.0"
@@ -13,19 +13,5 @@ CREATE = "ALTER TABLE notification_jobs ADD COLUMN provider_called_at timestampt
 DROP = "ALTER TABLE notification_jobs DROP COLUMN IF EXISTS provider_called_at"
 
 
-class _Raw(Table):
-    """Table.raw runs inside the migration's transaction."""
-
-
 async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="restock", description=DESCRIPTION)
-
-    async def create() -> None:
-        await _Raw.raw(CREATE)
-
-    async def drop() -> None:
-        await _Raw.raw(DROP)
-
-    manager.add_raw(create)
-    manager.add_raw_backwards(drop)
-    return manager
+    return raw_migration(ID, DESCRIPTION, (CREATE,), (DROP,))

@@ -11,7 +11,7 @@ never deleted but with their shop; a shop's deletion deletes its jobs by a trigg
 tenant key's cascade did (ADR 24)."""
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.table import Table
+from restock_common.db.raw_migration import raw_migration
 
 ID = "2026-12-07T04:20:00:000000"
 VERSION = "1.38.0"
@@ -50,21 +50,5 @@ DROP = (
 )
 
 
-class _Raw(Table):
-    """Table.raw runs inside the migration's transaction."""
-
-
 async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="restock", description=DESCRIPTION)
-
-    async def create() -> None:
-        for statement in CREATE:
-            await _Raw.raw(statement)
-
-    async def drop() -> None:
-        for statement in DROP:
-            await _Raw.raw(statement)
-
-    manager.add_raw(create)
-    manager.add_raw_backwards(drop)
-    return manager
+    return raw_migration(ID, DESCRIPTION, CREATE, DROP)

@@ -8,7 +8,7 @@ inserts nothing, as the lock made it. Receipts that already share an event (none
 older database may hold some) keep their oldest."""
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.table import Table
+from restock_common.db.raw_migration import raw_migration
 
 ID = "2026-12-07T18:50:00:000000"
 VERSION = "1.38.0"
@@ -24,21 +24,5 @@ CREATE = (
 DROP = ("DROP INDEX IF EXISTS webhook_receipts_one_per_event",)
 
 
-class _Raw(Table):
-    """Table.raw runs inside the migration's transaction."""
-
-
 async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="restock", description=DESCRIPTION)
-
-    async def create() -> None:
-        for statement in CREATE:
-            await _Raw.raw(statement)
-
-    async def drop() -> None:
-        for statement in DROP:
-            await _Raw.raw(statement)
-
-    manager.add_raw(create)
-    manager.add_raw_backwards(drop)
-    return manager
+    return raw_migration(ID, DESCRIPTION, CREATE, DROP)

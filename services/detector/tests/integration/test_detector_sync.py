@@ -30,6 +30,7 @@ from litestar import Litestar
 from restock_common import messages, signatures, topology
 from restock_common.broker import Broker
 from restock_common.db.tables import Rule, Tenant
+from restock_common.jobs import WavePlanStatus
 from restock_common.rules import Rules, encode_rules
 from restock_common.settings import Settings
 from restock_detector.admin_api import ShopifyAdminApi
@@ -418,9 +419,10 @@ async def test_stock_changes_and_orders_reach_the_dispatchers_inventory_queue(
     # Shoppers wait in the variant's wave line, sold out: its changes go to the wave planner (ADR 26).
     await peers.db.execute(
         "INSERT INTO wave_plans (tenant, variant_id, wave, status, available, updated_at)"
-        " VALUES ($1, $2, 1, 'sold-out', 0, now())",
+        " VALUES ($1, $2, 1, $3, 0, now())",
         peers.tenant_id,
         variant,
+        WavePlanStatus.SOLD_OUT,
     )
     await peers.set_level(item, 3)
     await peers.set_level(item, 1, OTHER_LOCATION)

@@ -25,7 +25,7 @@ from restock_dispatcher.ports import Released
 
 _ENSURE_PLAN = (
     "INSERT INTO wave_plans (tenant, variant_id, wave, status, available, updated_at)"
-    " VALUES ({}, {}, 0, 'idle', 0, now()) ON CONFLICT (tenant, variant_id) DO NOTHING"
+    f" VALUES ({{}}, {{}}, 0, '{waves.Status.IDLE}', 0, now()) ON CONFLICT (tenant, variant_id) DO NOTHING"
 )
 # The detector's current total of the variant, its row share-locked to the freeze's commit. The detector
 # enqueues a stock.changed only while a line is open (ADR 26), checked under that row's exclusive lock: a
@@ -41,7 +41,7 @@ _PLAN_COLUMNS = (
 )
 _LOCK_PLAN = _PLAN_COLUMNS + " WHERE p.tenant = {} AND p.variant_id = {} FOR UPDATE OF p"
 _LOCK_DUE = (
-    _PLAN_COLUMNS + " WHERE p.status = 'active' AND p.next_wave_at <= {}"
+    _PLAN_COLUMNS + f" WHERE p.status = '{waves.Status.ACTIVE}' AND p.next_wave_at <= {{}}"
     " ORDER BY p.next_wave_at LIMIT {} FOR UPDATE OF p SKIP LOCKED"
 )
 

@@ -2,16 +2,19 @@
 
 Order matters: the HMAC is checked before anything else is read (an unsigned request learns nothing),
 then the headers, the topic and the payload; every refusal is a 4xx with a reason and writes nothing.
-An accepted webhook is processed in one transaction (receipt, snapshot, decision, restock event, outbox
-row), and the relay is woken only after that commit. A repeat of a webhook id, or of an event id Shopify
+An accepted webhook's writes (receipt, snapshot, decision, restock event, outbox row) commit together,
+and the relay is woken only after that commit. A repeat of a webhook id, or of an event id Shopify
 resends under a new webhook id, is answered 200 ``duplicate`` and not processed. The shop's lifecycle and
 the compliance topics are in ``lifecycle.py``; the compliance topics are answered for an uninstalled
 shop too (``shop/redact`` comes 48 h after the uninstall), and with 200 for a shop we do not know.
 
-Levels go through ``observation.observe_variant``, the same function the sync uses. A level of an item no
-product payload named is kept as a snapshot, and after that commit the Admin API is asked whose item it is
-(no transaction held open over HTTP); if it answers, the mapping is stored and the level judged in a second
-transaction, else the next reconciliation sync maps the item and judges the kept snapshot (ADR 0012).
+A level of a known variant is read, judged and written in two round trips without a transaction
+(``optimistic.py``, ADR 27); the first level of an item or a variant, and one whose variant moved between
+the two trips, takes the locking path: one transaction that locks the variant's row. Levels are judged by
+``observation``'s functions, the same the sync uses. A level of an item no product payload named is kept
+as a snapshot, and after that commit the Admin API is asked whose item it is (no transaction held open over
+HTTP); if it answers, the mapping is stored and the level judged in a second transaction, else the next
+reconciliation sync maps the item and judges the kept snapshot (ADR 0012).
 ``orders/create`` becomes an ``order.created`` message with the buyer's contact hashes, never contacts.
 """
 
@@ -29,6 +32,7 @@ from restock_detector import lifecycle, payloads
 from restock_detector.admin_api import AdminApiError
 from restock_detector.admin_graphql import ItemOwner, ResponseError
 from restock_detector.observation import Observed, observe_variant
+from restock_detector.optimistic import observe_level
 from restock_detector.ports import (
     AdminApi,
     ItemMapping,
@@ -229,18 +233,37 @@ class WebhookHandler:
         observation = LevelObservation(
             level.inventory_item_id, level.location_id, level.available, level.updated_at
         )
-        async with self.store.unit_of_work() as work:
-            claim = await work.claim_level(receipt, tenant.id, level.inventory_item_id)
-            if not claim.installed:
+        read = await self.store.read_level(receipt, tenant.id, observation)
+        if not read.installed:
+            return None
+        if read.seen:
+            return Result(200, {"status": "duplicate"})
+        observed = None
+        if read.memory is not None:  # a known variant: two round trips, unless it moved meanwhile
+            observed = await observe_level(self.store, tenant, receipt, observation, read, self.clock())
+        if observed is None:
+            observed = await self._observe_locked(receipt, tenant, observation)
+            if observed is None:
                 return None
-            if not claim.claimed:
-                return Result(200, {"status": "duplicate"})
-            observed = await self._observe(work, tenant, observation, claim.locked)
-        if observed.status == UNKNOWN_ITEM:
-            observed = await self._resolve_item(tenant, observation)
         if observed.enqueued:
             self.signal.notify()
         return Result(200, {"status": observed.status})
+
+    async def _observe_locked(
+        self, receipt: Receipt, tenant: Tenant, observation: LevelObservation
+    ) -> Observed | None:
+        """The locking path: an item or a variant seen for the first time, or a variant that moved between
+        the two-trip path's read and write. None when the shop turned out not to be installed."""
+        async with self.store.unit_of_work() as work:
+            claim = await work.claim_level(receipt, tenant.id, observation.inventory_item_id)
+            if not claim.installed:
+                return None
+            if not claim.claimed:
+                return Observed("duplicate")
+            observed = await self._observe(work, tenant, observation, claim.locked)
+        if observed.status == UNKNOWN_ITEM:
+            observed = await self._resolve_item(tenant, observation)
+        return observed
 
     async def _observe(
         self, work: UnitOfWork, tenant: Tenant, level: LevelObservation, locked: LockedVariant | None

@@ -31,6 +31,7 @@ from restock_detector.ports import (
     UnitOfWork,
     VariantMemory,
     VariantRef,
+    VariantWrites,
 )
 from restock_detector.restocks import record_restock
 
@@ -61,8 +62,23 @@ async def observe_variant(
     total = await _save_levels(work, tenant, variant, levels, rules)
     if total is None:
         return Observed("stale")
+    return await judge(work, tenant, variant, memory, total, now, rules, levels[0].source)
+
+
+async def judge(
+    work: VariantWrites,
+    tenant: Tenant,
+    variant: VariantRef,
+    memory: VariantMemory,
+    total: int,
+    now: datetime,
+    rules: Rules,
+    source: str,
+) -> Observed:
+    """Decide on the variant's new ``total`` (its levels saved) and write the decision through ``work``:
+    the one decision of every observation, whether its writes go out at once (a unit of work) or are
+    collected into the two-trip webhook's single write (``optimistic.py``)."""
     outcome = transitions.observe(_memory(memory), total, now, rules)
-    source = levels[0].source
     fired = False
     if isinstance(outcome.expired, transitions.Restock) and memory.armed_at is not None:
         at = transitions.due_at(memory.armed_at, rules)

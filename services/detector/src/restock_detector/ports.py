@@ -7,6 +7,7 @@ frozen dataclasses carry the data across.
 
 from __future__ import annotations
 
+import enum
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -15,7 +16,7 @@ from datetime import datetime
 from typing import Protocol
 
 from restock_common import topology
-from restock_common.rules import Rules
+from restock_common.rules import DEFAULT_RULES, Rules
 from restock_detector.admin_graphql import BulkStatus, CatalogVariant, ItemOwner, VariantPage
 
 
@@ -108,6 +109,51 @@ class LevelClaim:
     installed: bool
     claimed: bool
     locked: LockedVariant | None = None
+
+
+@dataclass(frozen=True)
+class LevelRead:
+    """The first trip of a level webhook in two trips (ADR 27), one statement without a lock: is the shop
+    installed, was the delivery seen, and, for a known item, its variant's state with the row's version, the
+    shop's rules, this location's stored snapshot time and the variant's other levels."""
+
+    installed: bool
+    seen: bool
+    variant: VariantRef | None = None  # None: an item no product payload or lookup has mapped
+    memory: VariantMemory | None = None  # None: the variant has no state row yet
+    version: int = 0
+    rules: Rules = DEFAULT_RULES
+    stored_at: datetime | None = None  # Shopify's updated_at of the stored level of this item here
+    other_levels: tuple[tuple[int, int], ...] = ()  # (location_id, available) of the variant's other levels
+
+
+@dataclass(frozen=True)
+class LevelWrite:
+    """The second trip: everything one level webhook writes, applied only if the variant's row is still at
+    ``version`` (``WebhookStore.write_level``)."""
+
+    receipt: Receipt
+    tenant_id: int
+    variant: VariantRef
+    version: int
+    level: LevelObservation
+    state: VariantMemory  # the variant's row after the observation
+    updated_at: datetime | None  # the observation's time if the total or the debounce moved, else None
+    change: OutboxMessage | None  # stock.changed, enqueued only while the variant's wave line is open
+    restock: tuple[NewRestock, RestockMessage] | None
+
+
+class WriteOutcome(enum.Enum):
+    WRITTEN = "written"
+    CONFLICT = "conflict"  # the variant's row moved since the read: nothing written, redo it under its lock
+    DUPLICATE = "duplicate"  # a concurrent delivery of the same webhook claimed it: nothing written
+
+
+@dataclass(frozen=True)
+class LevelWritten:
+    outcome: WriteOutcome
+    enqueued: bool = False  # an outbox row was added (wake the relay)
+    restock_event_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -218,7 +264,31 @@ class OutboxRow:
     ordering_key: str | None = None  # rows of one key reach the broker in id order (e.g. tenant:variant)
 
 
-class UnitOfWork(Protocol):
+class VariantWrites(Protocol):
+    """What a decision about one variant writes: its new state, and a restock if one fires. A unit of work
+    writes them at once; the two-trip webhook collects them into its one write (``optimistic.py``)."""
+
+    async def save_variant(
+        self,
+        tenant_id: int,
+        variant_id: int,
+        available: int,
+        now: datetime,
+        armed_at: datetime | None,
+        change: OutboxMessage | None = None,
+    ) -> bool:
+        """Remember the variant's new total and whether (since when) it is armed; ``change`` (its
+        ``stock.changed`` message) is enqueued with it if the variant's wave line is open (targets
+        waiting: the wave planner, its one consumer, re-plans nothing else; ADR 26). Returns whether
+        ``change`` was (or, collected for a later write, may be) enqueued."""
+
+    async def record_restock(self, restock: NewRestock, message: RestockMessage) -> int | None:
+        """Insert the restock event, start the variant's cooldown, disarm it and enqueue its
+        ``restock.detected`` message, in one statement; returns the event id (None: collected, the id comes
+        with the later write)."""
+
+
+class UnitOfWork(VariantWrites, Protocol):
     """The writes of one webhook, all inside one database transaction (committed on a clean exit)."""
 
     async def claim_receipt(self, receipt: Receipt) -> bool:
@@ -258,24 +328,6 @@ class UnitOfWork(Protocol):
     ) -> int:
         """The sum of the variant's items' levels over the locations not excluded."""
 
-    async def save_variant(
-        self,
-        tenant_id: int,
-        variant_id: int,
-        available: int,
-        now: datetime,
-        armed_at: datetime | None,
-        change: OutboxMessage | None = None,
-    ) -> bool:
-        """Remember the variant's new total and whether (since when) it is armed; ``change`` (its
-        ``stock.changed`` message) is enqueued with it if the variant's wave line is open (targets
-        waiting: the wave planner, its one consumer, re-plans nothing else; ADR 26). Returns whether
-        ``change`` was enqueued."""
-
-    async def record_restock(self, restock: NewRestock, message: RestockMessage) -> int:
-        """Insert the restock event, start the variant's cooldown, disarm it and enqueue its
-        ``restock.detected`` message, in one statement; returns the event id."""
-
     async def enqueue(self, message: OutboxMessage) -> None:
         """Add an event to the outbox, to be published by the relay after commit."""
 
@@ -309,6 +361,17 @@ class WebhookStore(Protocol):
 
     def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
         """A transaction: committed when the block exits cleanly, rolled back on an exception."""
+
+    async def read_level(self, receipt: Receipt, tenant_id: int, level: LevelObservation) -> LevelRead:
+        """The two-trip webhook's read (``LevelRead``), outside any transaction."""
+
+    async def write_level(self, write: LevelWrite) -> LevelWritten:
+        """The two-trip webhook's write, one statement: the receipt, the level, the variant's state, its
+        ``stock.changed`` and its restock, all or nothing, and nothing unless the variant's row is still at
+        the version read."""
+
+    async def claim_receipt(self, receipt: Receipt) -> bool:
+        """``UnitOfWork.claim_receipt`` on its own (a stale level writes nothing else)."""
 
 
 class ArmedBatch(Protocol):

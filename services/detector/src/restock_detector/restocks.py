@@ -10,22 +10,23 @@ from datetime import datetime
 
 from restock_common import keys, messages, telemetry
 from restock_common.rules import Rules
-from restock_detector.ports import NewRestock, RestockMessage, Tenant, UnitOfWork, VariantRef
+from restock_detector.ports import NewRestock, RestockMessage, Tenant, VariantRef, VariantWrites
 
 log = logging.getLogger(__name__)
 
 
 async def record_restock(
-    work: UnitOfWork,
+    work: VariantWrites,
     tenant: Tenant,
     variant: VariantRef,
     available: int,
     at: datetime,
     rules: Rules,
     source: str = "webhook",
-) -> int:
-    """Write the restock (fired ``at``) and its outbox message; returns the restock event id. The caller
-    wakes the relay after its transaction commits."""
+) -> int | None:
+    """Write the restock (fired ``at``) and its outbox message; returns the restock event id (None: ``work``
+    collects writes for later, and whoever writes them logs the id). The caller wakes the relay after its
+    transaction commits."""
     traceparent = telemetry.current_traceparent()
     window = keys.restock_window(at, rules.restock_window_seconds)
     event = messages.RestockDetected(
@@ -45,11 +46,16 @@ async def record_restock(
         ),
         RestockMessage(uuid.uuid4(), f"{tenant.id}:{variant.variant_id}", before, after, traceparent),
     )
+    if event_id is not None:
+        log_restock(tenant.id, variant.variant_id, event_id)
+    return event_id
+
+
+def log_restock(tenant_id: int, variant_id: int, restock_event_id: int) -> None:
     log.info(
         "restock detected",
-        extra={"tenant_id": tenant.id, "variant_id": variant.variant_id, "restock_event_id": event_id},
+        extra={"tenant_id": tenant_id, "variant_id": variant_id, "restock_event_id": restock_event_id},
     )
-    return event_id
 
 
 # The event's id is known only once its row is inserted, in the same statement as the outbox row: the

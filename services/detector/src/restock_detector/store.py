@@ -113,6 +113,80 @@ LEFT JOIN (
 ) AS locked ON true
 """
 
+# The two-trip webhook's read (ADR 27), one snapshot of everything its decision needs, without a lock: the
+# shop installed?, the delivery seen?, the item's variant, its state and the row's version, the rules, the
+# stored time of this level and the variant's other levels (its items' snapshots but this one).
+_READ_LEVEL = """
+SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1 AND uninstalled_at IS NULL) AS installed,
+       EXISTS (SELECT 1 FROM webhook_receipts WHERE webhook_id = $2)
+       OR EXISTS (SELECT 1 FROM webhook_receipts WHERE shop_domain = $4 AND event_id = $3) AS seen,
+       item.variant_id, item.product_id,
+       state.available, state.last_restock_at, state.armed_at, state.version,
+       (SELECT body::text FROM rules WHERE tenant = $1) AS rules,
+       (SELECT shopify_updated_at FROM stock_snapshots
+        WHERE tenant = $1 AND inventory_item_id = $5 AND location_id = $6) AS stored_at,
+       others.locations, others.levels
+FROM (SELECT 1) AS one
+LEFT JOIN inventory_items item ON item.tenant = $1 AND item.inventory_item_id = $5
+LEFT JOIN variant_states state ON state.tenant = $1 AND state.variant_id = item.variant_id
+LEFT JOIN LATERAL (
+    SELECT array_agg(s.location_id) AS locations, array_agg(s.available) AS levels
+    FROM inventory_items i
+    JOIN stock_snapshots s ON s.tenant = i.tenant AND s.inventory_item_id = i.inventory_item_id
+    WHERE i.tenant = $1 AND i.variant_id = item.variant_id
+      AND NOT (s.inventory_item_id = $5 AND s.location_id = $6)
+) AS others ON true
+"""
+
+# The two-trip webhook's write: everything, or nothing if the variant's row is no longer at the version read
+# (its trigger bumps the version on every update; every other write depends on ``state``). The stock.changed
+# row's check of the wave line uses this statement's snapshot: a freeze that opened the line since the read
+# moved the version (``wave_store._CURRENT_TOTAL``), so it cannot be missed. A receipt claimed by a concurrent
+# delivery after the state was updated rolls the statement back by raising (restock_claim_lost).
+_WRITE_LEVEL = f"""
+WITH state AS (
+    UPDATE variant_states
+    SET available = $9, armed_at = $10, last_restock_at = $11, updated_at = COALESCE($12, updated_at)
+    WHERE tenant = $6 AND variant_id = $7 AND version = $8
+    RETURNING 1
+), receipt AS (
+    INSERT INTO webhook_receipts (webhook_id, event_id, shop_domain, topic, triggered_at, received_at)
+    SELECT $1::varchar, $2::varchar, $3::varchar, $4::varchar, $5::timestamptz, now() FROM state
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), level AS (
+    INSERT INTO stock_snapshots (tenant, inventory_item_id, location_id, available, shopify_updated_at,
+                                 observed_at, source)
+    SELECT $6, $13, $14, $15, $16, now(), $17 FROM state
+    ON CONFLICT (tenant, inventory_item_id, location_id) DO UPDATE SET
+        available = EXCLUDED.available, shopify_updated_at = EXCLUDED.shopify_updated_at,
+        observed_at = EXCLUDED.observed_at, source = EXCLUDED.source
+    WHERE stock_snapshots.shopify_updated_at <= EXCLUDED.shopify_updated_at
+), changed AS (
+    INSERT INTO outbox (tenant, routing_key, message_id, ordering_key, payload, traceparent, created_at,
+                        publish_attempts)
+    SELECT $6, $18, $19, $20, $21, $22, now(), 0 FROM state
+    WHERE $18::varchar IS NOT NULL
+      AND EXISTS (SELECT 1 FROM wave_plans WHERE tenant = $6 AND variant_id = $7
+                  AND status <> '{WavePlanStatus.IDLE}')
+    RETURNING 1
+), event AS (
+    INSERT INTO restock_events (tenant, variant_id, product_id, available, restock_window, source,
+                                detected_at, traceparent)
+    SELECT $6, $7, $23, $24, $25, $26, $27, $28 FROM state WHERE $24::int IS NOT NULL
+    RETURNING id
+), queued AS (
+    INSERT INTO outbox (tenant, routing_key, message_id, ordering_key, payload, traceparent, created_at,
+                        publish_attempts)
+    SELECT $6, $29, $30, $31, $32::text || event.id::text || $33::text, $34, now(), 0 FROM event
+)
+SELECT EXISTS (SELECT 1 FROM state) AS written, EXISTS (SELECT 1 FROM changed) AS changed,
+       (SELECT id FROM event) AS restock_event_id,
+       CASE WHEN EXISTS (SELECT 1 FROM state) AND NOT EXISTS (SELECT 1 FROM receipt)
+            THEN restock_claim_lost($1) END AS claim_lost
+"""
+CLAIM_LOST = "restock_claim_lost"  # the constraint name restock_claim_lost() reports
+
 # save_snapshot + variant_total in one trip. The statement cannot see its own upsert, so the total is the
 # other snapshots plus the saved level; they are current because every writer of a known variant's
 # snapshots holds the variant's row lock, which this transaction took in an earlier statement.
@@ -333,6 +407,100 @@ class PostgresWebhookStore(PostgresStore):
     async def shop_access(self, tenant_id: int) -> ports.ShopAccess | None:
         row = await self.pool.fetchrow(_SHOP_ACCESS, tenant_id)
         return ports.ShopAccess(row["id"], row["shop_domain"], row["access_token"]) if row else None
+
+    async def read_level(
+        self, receipt: ports.Receipt, tenant_id: int, level: ports.LevelObservation
+    ) -> ports.LevelRead:
+        with suppress_instrumentation():
+            row = await self.pool.fetchrow(
+                _READ_LEVEL,
+                tenant_id,
+                receipt.webhook_id,
+                receipt.event_id,
+                receipt.shop_domain,
+                level.inventory_item_id,
+                level.location_id,
+            )
+        if not row["installed"] or row["seen"] or row["variant_id"] is None:
+            return ports.LevelRead(row["installed"], row["seen"])
+        variant = ports.VariantRef(row["variant_id"], row["product_id"])
+        if row["version"] is None:
+            return ports.LevelRead(True, False, variant)
+        return ports.LevelRead(
+            installed=True,
+            seen=False,
+            variant=variant,
+            memory=ports.VariantMemory(row["available"], row["last_restock_at"], row["armed_at"]),
+            version=row["version"],
+            rules=decode_rules(row["rules"]),
+            stored_at=row["stored_at"],
+            other_levels=tuple(zip(row["locations"] or (), row["levels"] or (), strict=True)),
+        )
+
+    async def write_level(self, write: ports.LevelWrite) -> ports.LevelWritten:
+        receipt, level, state, change = write.receipt, write.level, write.state, write.change
+        restock, message = write.restock or (None, None)
+        try:
+            with suppress_instrumentation():
+                row = await self.pool.fetchrow(
+                    _WRITE_LEVEL,
+                    receipt.webhook_id,
+                    receipt.event_id,
+                    receipt.shop_domain,
+                    receipt.topic,
+                    receipt.triggered_at,
+                    write.tenant_id,
+                    write.variant.variant_id,
+                    write.version,
+                    state.available,
+                    state.armed_at,
+                    state.last_restock_at,
+                    write.updated_at,
+                    level.inventory_item_id,
+                    level.location_id,
+                    level.available,
+                    level.updated_at,
+                    level.source,
+                    change and change.routing_key,
+                    change and change.message_id,
+                    change and change.ordering_key,
+                    change and change.payload,
+                    change and change.traceparent,
+                    restock and restock.product_id,
+                    restock and restock.available,
+                    restock and restock.restock_window,
+                    restock and restock.source,
+                    restock and restock.detected_at,
+                    restock and restock.traceparent,
+                    message and message.routing_key,
+                    message and message.message_id,
+                    message and message.ordering_key,
+                    message and message.before,
+                    message and message.after,
+                    message and message.traceparent,
+                )
+        except asyncpg.UniqueViolationError as error:
+            if error.constraint_name != CLAIM_LOST:
+                raise
+            return ports.LevelWritten(ports.WriteOutcome.DUPLICATE)
+        if not row["written"]:
+            return ports.LevelWritten(ports.WriteOutcome.CONFLICT)
+        event_id = row["restock_event_id"]
+        return ports.LevelWritten(
+            ports.WriteOutcome.WRITTEN, row["changed"] or event_id is not None, event_id
+        )
+
+    async def claim_receipt(self, receipt: ports.Receipt) -> bool:
+        with suppress_instrumentation():
+            row = await self.pool.fetchrow(
+                _CLAIM_RECEIPT,
+                receipt.webhook_id,
+                receipt.event_id,
+                receipt.shop_domain,
+                receipt.topic,
+                receipt.triggered_at,
+            )
+        return row is not None
 
 
 class PostgresUnitOfWork:

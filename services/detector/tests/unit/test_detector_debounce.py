@@ -221,3 +221,21 @@ def test_the_reference_model_says_what_the_issue_says() -> None:
     assert reference([(0, 5), (1, 3), (1, 4)], rules) == [(2, 4)]  # the last level counts
     assert reference([(0, 5), (5, 0), (6, 5), (20, 0), (21, 5)], rules) == [(2, 5), (23, 5)]  # cooldown
     assert reference([(0, 5)], Rules(debounce_seconds=0)) == [(0, 5)]
+
+
+@settings(max_examples=500)
+@given(
+    available=st.integers(-2, 6),
+    current=st.integers(-2, 6),
+    armed=st.none() | st.integers(0, 40),
+    last=st.none() | st.integers(0, 40),
+    now=st.integers(0, 80),
+    rules=debounce_rules,
+)
+def test_an_observation_fires_at_most_one_restock(
+    available: int, current: int, armed: int | None, last: int | None, now: int, rules: Rules
+) -> None:
+    """The two-trip webhook writes at most one restock per observation (``optimistic.CollectedWrites``)."""
+    memory = Memory(available, None if last is None else at(last), None if armed is None else at(armed))
+    outcome = observe(memory, current, at(max(now, armed or 0, last or 0)), rules)
+    assert not (isinstance(outcome.expired, Restock) and isinstance(outcome.decision, Restock))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,6 +20,7 @@ from restock_detector import throttle
 from restock_detector.admin_api import AdminApiError
 from restock_detector.admin_graphql import CatalogVariant, ItemOwner, Level
 from restock_detector.handler import TenantCache, WebhookHandler
+from restock_detector.optimistic import level_total
 from restock_detector.ports import (
     ArmedVariant,
     AuditEntry,
@@ -27,6 +28,9 @@ from restock_detector.ports import (
     ItemMapping,
     LevelClaim,
     LevelObservation,
+    LevelRead,
+    LevelWrite,
+    LevelWritten,
     LockedVariant,
     NewRestock,
     OutboxMessage,
@@ -36,6 +40,7 @@ from restock_detector.ports import (
     Tenant,
     VariantMemory,
     VariantRef,
+    WriteOutcome,
 )
 from restock_detector.scheduler import ArmedRestockScheduler
 from restock_detector.transitions import due_at
@@ -65,6 +70,11 @@ class Data:
     audit: list[AuditEntry] = field(default_factory=list)
     uninstalled_at: datetime | None = None
     deleted: bool = False
+    # The state rows' versions: bumped by every update of a variant's row, as the database's trigger does.
+    versions: dict[int, int] = field(default_factory=dict)
+
+    def touch(self, variant_id: int) -> None:
+        self.versions[variant_id] = self.versions.get(variant_id, 0) + 1
 
 
 class FakeUnitOfWork:
@@ -100,6 +110,7 @@ class FakeUnitOfWork:
 
     async def lock_variant(self, tenant_id: int, variant_id: int) -> VariantMemory:
         self.store.calls.append("lock_variant")
+        self.data.touch(variant_id)
         return self.data.variants.setdefault(variant_id, VariantMemory(0, None))
 
     async def claim_level(self, receipt: Receipt, tenant_id: int, inventory_item_id: int) -> LevelClaim:
@@ -112,6 +123,7 @@ class FakeUnitOfWork:
         if item is None:
             return LevelClaim(installed=True, claimed=True)
         memory = self.data.variants.setdefault(item.variant_id, VariantMemory(0, None))
+        self.data.touch(item.variant_id)
         locked = LockedVariant(VariantRef(item.variant_id, item.product_id), memory, self.store.rules)
         return LevelClaim(installed=True, claimed=True, locked=locked)
 
@@ -153,6 +165,7 @@ class FakeUnitOfWork:
         self.data.variants[variant_id] = VariantMemory(
             available, self.data.variants[variant_id].last_restock_at, armed_at
         )
+        self.data.touch(variant_id)
         return enqueued
 
     async def record_restock(self, restock: NewRestock, message: RestockMessage) -> int:
@@ -162,6 +175,7 @@ class FakeUnitOfWork:
         self.data.restocks.append(restock)
         memory = self.data.variants[restock.variant_id]
         self.data.variants[restock.variant_id] = VariantMemory(memory.available, restock.detected_at, None)
+        self.data.touch(restock.variant_id)
         event_id = len(self.data.restocks)
         self.data.outbox.append(message.row(restock.tenant_id, event_id))
         return event_id
@@ -180,6 +194,7 @@ class FakeUnitOfWork:
         self.data.uninstalled_at = now
         for variant, memory in self.data.variants.items():
             self.data.variants[variant] = VariantMemory(memory.available, memory.last_restock_at, None)
+            self.data.touch(variant)
 
     async def redact_contacts(
         self, tenant_id: int, contact_hashes: Sequence[str], now: datetime
@@ -246,6 +261,9 @@ class FakeStore:
         self.in_transaction = False
         self.fail_on_outbox = False
         self.excluded_seen: list[int] | None = None
+        self.level_writes: list[LevelWrite] = []
+        # Runs after a two-trip read, before its write: a concurrent writer's turn.
+        self.between_read_and_write: Callable[[], Awaitable[None]] | None = None
 
     async def shop_access(self, tenant_id: int) -> ShopAccess | None:
         self.calls.append("shop_access")
@@ -256,6 +274,76 @@ class FakeStore:
         if installed_only and shop_domain in self.uninstalled:
             return None
         return self.tenants.get(shop_domain)
+
+    async def read_level(self, receipt: Receipt, tenant_id: int, level: LevelObservation) -> LevelRead:
+        self.calls.append("read_level")
+        data = self.data
+        installed = (
+            data.uninstalled_at is None
+            and not data.deleted
+            and SHOP not in self.uninstalled
+            and tenant_id in {tenant.id for tenant in self.tenants.values()}
+        )
+        seen = receipt.webhook_id in data.receipts
+        item = data.items.get(level.inventory_item_id)
+        if not installed or seen or item is None:
+            return LevelRead(installed, seen)
+        variant = VariantRef(item.variant_id, item.product_id)
+        memory = data.variants.get(item.variant_id)
+        if memory is None:
+            return LevelRead(True, False, variant)
+        here = (level.inventory_item_id, level.location_id)
+        stored = data.snapshots.get(here)
+        others = tuple(
+            (location, snapshot.available)
+            for (item_id, location), snapshot in data.snapshots.items()
+            if (item_id, location) != here
+            and item_id in data.items
+            and data.items[item_id].variant_id == item.variant_id
+        )
+        version = data.versions.get(item.variant_id, 0)
+        stored_at = stored.updated_at if stored else None
+        read = LevelRead(True, False, variant, memory, version, self.rules, stored_at, others)
+        if self.between_read_and_write is not None:
+            await self.between_read_and_write()
+        return read
+
+    async def write_level(self, write: LevelWrite) -> LevelWritten:
+        self.calls.append("write_level")
+        self.level_writes.append(write)
+        variant_id = write.variant.variant_id
+        if variant_id not in self.data.variants or self.data.versions.get(variant_id, 0) != write.version:
+            return LevelWritten(WriteOutcome.CONFLICT)
+        if write.receipt.webhook_id in self.data.receipts:
+            return LevelWritten(WriteOutcome.DUPLICATE)
+        if self.fail_on_outbox and (write.restock or write.change):
+            raise ConnectionError("database went away")
+        data = copy.deepcopy(self.data)  # all or nothing, as the one statement
+        data.receipts[write.receipt.webhook_id] = write.receipt
+        here = (write.level.inventory_item_id, write.level.location_id)
+        if here not in data.snapshots or data.snapshots[here].updated_at <= write.level.updated_at:
+            data.snapshots[here] = write.level
+        data.variants[variant_id] = write.state
+        data.touch(variant_id)
+        enqueued = write.change is not None and variant_id not in data.idle_lines
+        if enqueued:
+            assert write.change is not None
+            data.changes.append(write.change)
+        event_id = None
+        if write.restock is not None:
+            restock, message = write.restock
+            data.restocks.append(restock)
+            event_id = len(data.restocks)
+            data.outbox.append(message.row(restock.tenant_id, event_id))
+        self.data = data
+        return LevelWritten(WriteOutcome.WRITTEN, enqueued or event_id is not None, event_id)
+
+    async def claim_receipt(self, receipt: Receipt) -> bool:
+        self.calls.append("claim_receipt")
+        if receipt.webhook_id in self.data.receipts:
+            return False
+        self.data.receipts[receipt.webhook_id] = receipt
+        return True
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[FakeUnitOfWork]:
@@ -438,6 +526,114 @@ async def test_the_total_sums_locations_but_not_excluded_ones(
     assert store.excluded_seen == [9]
 
 
+async def test_a_known_variant_takes_two_trips_and_a_new_one_the_locking_path(
+    handler: WebhookHandler, store: FakeStore
+) -> None:
+    await known_variant(handler)
+    store.calls.clear()
+    assert (await send(handler, level(0), "inventory_levels/update")).body == {"status": "still_out"}
+    assert store.calls[-6:] == [
+        "read_level",
+        "claim_receipt",
+        "lock_item_variant",
+        "save_level",
+        "save_snapshot",
+        "variant_total",
+    ]
+    assert "write_level" not in store.calls  # no state row yet: the locking path creates it
+    store.calls.clear()
+    later = level(3, at=NOW + timedelta(seconds=1))
+    assert (await send(handler, later, "inventory_levels/update")).body == {"status": "restock"}
+    assert store.calls == ["read_level", "write_level"]
+
+
+async def test_a_variant_that_moves_between_read_and_write_is_judged_again_under_its_lock(
+    handler: WebhookHandler, store: FakeStore
+) -> None:
+    """Another location's level lands between this webhook's read and its write: the write is refused
+    (the version moved), and the locking path judges the level on the total that includes it."""
+    await known_variant(handler)
+    await send(handler, level(0), "inventory_levels/update")
+    other = level(2, location=LOCATION + 1, at=NOW + timedelta(seconds=1))
+
+    async def concurrent_webhook() -> None:
+        store.between_read_and_write = None
+        assert (await send(handler, other, "inventory_levels/update")).body == {"status": "restock"}
+
+    store.between_read_and_write = concurrent_webhook
+    store.calls.clear()
+    result = await send(handler, level(3, at=NOW + timedelta(seconds=2)), "inventory_levels/update")
+    assert result.body == {"status": "was_available"}  # judged after the other: 2 -> 5, not 0 -> 3
+    # Both read version 1; the other's write moved it, so this one's was refused and redone with the lock.
+    assert [(write.version, write.level.available) for write in store.level_writes] == [(1, 2), (1, 3)]
+    assert store.calls[-7:] == [
+        "write_level",
+        "claim_receipt",
+        "lock_item_variant",
+        "save_level",
+        "save_snapshot",
+        "variant_total",
+        "save_variant",
+    ]
+    assert store.data.variants[VARIANT].available == 5
+    assert [restock.available for restock in store.data.restocks] == [2]
+    assert len(store.data.receipts) == 4  # product, zero, other, this
+
+
+async def test_a_stale_level_of_a_known_variant_only_claims_its_receipt(
+    handler: WebhookHandler, store: FakeStore
+) -> None:
+    await known_variant(handler)
+    await send(handler, level(0), "inventory_levels/update")
+    store.calls.clear()
+    headers, body = signed(level(5, at=NOW - timedelta(seconds=1)), "inventory_levels/update")
+    assert (await handler.handle_webhook(headers, body)).body == {"status": "stale"}
+    assert store.calls == ["read_level", "claim_receipt"]
+    assert (await handler.handle_webhook(headers, body)).body == {"status": "duplicate"}
+    assert not store.data.restocks
+
+
+async def test_a_write_that_finds_the_webhook_claimed_meanwhile_answers_duplicate(
+    handler: WebhookHandler, store: FakeStore
+) -> None:
+    await known_variant(handler)
+    await send(handler, level(0), "inventory_levels/update")
+    headers, body = signed(level(4, at=NOW + timedelta(seconds=1)), "inventory_levels/update")
+
+    async def same_delivery_again() -> None:  # Shopify's retry, handled by another replica meanwhile
+        webhook_id = headers["X-Shopify-Webhook-Id"]
+        store.data.receipts[webhook_id] = Receipt(webhook_id, SHOP, "inventory_levels/update")
+
+    store.between_read_and_write = same_delivery_again
+    assert (await handler.handle_webhook(headers, body)).body == {"status": "duplicate"}
+    assert not store.data.restocks
+    assert store.data.variants[VARIANT].available == 0
+
+
+LEVEL_TOTALS = [
+    # (stored level's time, other levels, excluded, this level, total)
+    (None, (), (), 3, 3),
+    (NOW, (), (), 3, 3),  # the same time replaces the stored level
+    (NOW + timedelta(seconds=1), (), (), 3, None),  # stale
+    (None, ((LOCATION + 1, 2), (LOCATION + 2, -1)), (), 3, 4),  # oversold locations count (Shopify's sum)
+    (None, ((LOCATION + 1, 2), (9, 50)), (9,), 3, 5),
+    (None, ((LOCATION + 1, 2),), (LOCATION,), 3, 2),  # this level's location is excluded
+]
+
+
+@pytest.mark.parametrize(("stored_at", "others", "excluded", "available", "total"), LEVEL_TOTALS)
+def test_level_total(
+    stored_at: datetime | None,
+    others: tuple[tuple[int, int], ...],
+    excluded: tuple[int, ...],
+    available: int,
+    total: int | None,
+) -> None:
+    variant, memory = VariantRef(VARIANT, PRODUCT), VariantMemory(0, None)
+    read = LevelRead(True, False, variant, memory, 1, Rules(), stored_at, others)
+    assert level_total(read, LevelObservation(ITEM, LOCATION, available, NOW), excluded) == total
+
+
 async def test_a_duplicate_webhook_is_answered_and_not_processed(
     handler: WebhookHandler, store: FakeStore
 ) -> None:
@@ -448,22 +644,25 @@ async def test_a_duplicate_webhook_is_answered_and_not_processed(
     second = await handler.handle_webhook(headers, body)
     assert first.body == {"status": "restock"}
     assert (second.status_code, second.body) == (200, {"status": "duplicate"})
-    assert store.calls == ["claim_receipt"]  # the tenant from the handler's cache, checked by the claim
+    assert store.calls == ["read_level"]  # the tenant from the handler's cache, checked by the read
     assert len(store.data.restocks) == 1
 
 
-async def test_an_observation_that_moves_nothing_does_not_rewrite_the_variant(
+async def test_an_observation_that_moves_nothing_keeps_the_variants_time_and_enqueues_nothing(
     handler: WebhookHandler, store: FakeStore, signal: RecordingSignal
 ) -> None:
     await known_variant(handler)
-    store.calls.clear()
-    for step in range(2):  # still out, twice: the total stays 0 and nothing is armed
+    for step in range(3):  # still out: the first creates the row (locking path), then two that move nothing
         result = await send(handler, level(0, at=NOW + timedelta(seconds=step)), "inventory_levels/update")
         assert result.body == {"status": "still_out"}
-    assert "save_variant" not in store.calls
-    assert store.data.snapshots[(ITEM, LOCATION)].updated_at == NOW + timedelta(seconds=1)  # kept
-    await send(handler, level(4, at=NOW + timedelta(seconds=2)), "inventory_levels/update")
-    assert store.calls.count("save_variant") == 1  # a move is saved
+    assert [(write.updated_at, write.change) for write in store.level_writes] == [(None, None)] * 2
+    assert store.data.snapshots[(ITEM, LOCATION)].updated_at == NOW + timedelta(seconds=2)  # kept
+    store.level_writes.clear()
+    await send(handler, level(4, at=NOW + timedelta(seconds=3)), "inventory_levels/update")
+    [move] = store.level_writes
+    assert move.updated_at == NOW  # a move is saved (the handler's clock)
+    assert move.change is not None
+    assert move.restock is not None
     assert store.data.variants[VARIANT].available == 4
     assert signal.notified_after_commit == [True]
 
@@ -999,22 +1198,6 @@ async def test_a_reinstalled_shop_is_looked_up_again(handler: WebhookHandler, st
     await send(handler, level(0), "inventory_levels/update")
     stale = Tenant(99, SHOP)
     handler.tenants.put(SHOP, stale, NOW)  # what the cache held from before a shop/redact and reinstall
-
-    class Reinstalled(FakeUnitOfWork):
-        async def claim_level(self, receipt: Receipt, tenant_id: int, inventory_item_id: int) -> LevelClaim:
-            if tenant_id == stale.id:
-                return LevelClaim(installed=False, claimed=False)
-            return await super().claim_level(receipt, tenant_id, inventory_item_id)
-
-    original = store.unit_of_work
-
-    @asynccontextmanager
-    async def unit_of_work() -> AsyncIterator[FakeUnitOfWork]:
-        async with original() as work:
-            work.__class__ = Reinstalled
-            yield work
-
-    store.unit_of_work = unit_of_work  # type: ignore[method-assign]
     result = await send(handler, level(4, at=NOW + timedelta(seconds=1)), "inventory_levels/update")
     assert result.body == {"status": "restock"}
     assert handler.tenants.get(SHOP, NOW) == TENANT

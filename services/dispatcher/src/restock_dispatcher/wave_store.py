@@ -27,12 +27,17 @@ _ENSURE_PLAN = (
     "INSERT INTO wave_plans (tenant, variant_id, wave, status, available, updated_at)"
     f" VALUES ({{}}, {{}}, 0, '{waves.Status.IDLE}', 0, now()) ON CONFLICT (tenant, variant_id) DO NOTHING"
 )
-# The detector's current total of the variant, its row share-locked to the freeze's commit. The detector
-# enqueues a stock.changed only while a line is open (ADR 26), checked under that row's exclusive lock: a
-# change committed before this read is in the total, and one made after it waits for the line this freeze
-# opens, sees it, and is published. Lock order: wave_plans, then variant_states; the detector takes no
-# lock on wave_plans, so no cycle.
-_CURRENT_TOTAL = "SELECT available FROM variant_states WHERE tenant = {} AND variant_id = {} FOR SHARE"
+# The detector's current total of the variant, its row locked to the freeze's commit. The detector
+# enqueues a stock.changed only while a line is open (ADR 26), checked under that row's lock: a change
+# committed before this read is in the total, and one made after it waits for the line this freeze opens,
+# sees it, and is published. The read is an update so that the row's version moves (ADR 27): a detector
+# write planned before this freeze, which checked for an open line before it existed, then fails its
+# version check and is redone under the lock. Lock order: wave_plans, then variant_states; the detector
+# takes no lock on wave_plans, so no cycle.
+_CURRENT_TOTAL = (
+    "UPDATE variant_states SET version = version + 1"
+    " WHERE tenant = {} AND variant_id = {} RETURNING available"
+)
 _PLAN_COLUMNS = (
     "SELECT p.id, p.tenant, p.variant_id, p.restock_event, p.wave, p.status, p.available,"
     " p.wave_started_at, e.restock_window AS window, r.body AS rules"

@@ -128,6 +128,9 @@ class VariantState(Table, tablename="variant_states"):
     armed_at = Timestamptz(null=True, default=None)
     last_restock_at = Timestamptz(null=True, default=None)
     updated_at = Timestamptz(default=TimestamptzNow())
+    # Bumped by a trigger on every update of the row: the detector's two-trip webhook writes only if it is
+    # still the version it read (ADR 27).
+    version = BigInt(default=0)
 
     one_per_variant = Unique(["tenant", "variant_id"])
 

@@ -293,6 +293,22 @@ async def test_a_freeze_waits_for_the_detectors_open_change_and_plans_with_its_t
     assert (await plan_row(tenant))["available"] == 1
 
 
+async def test_a_freeze_moves_the_variants_version(
+    clean_db: None, engine: object, broker: Broker, db: asyncpg.Connection, email_queue: Drain
+) -> None:
+    """The detector's two-trip write checked for an open line in a snapshot taken before it wrote: a freeze
+    that opened the line in between must move the version of the variant's row, so that write is refused
+    and redone under the row's lock (ADR 27)."""
+    tenant = await shop()
+    await line_of(tenant, 2)
+    await detector_total(db, tenant, 5)
+    query = "SELECT version FROM variant_states WHERE tenant = $1 AND variant_id = $2"
+    before = await db.fetchval(query, tenant.id, VARIANT)
+    assert await Dispatcher(engine, broker, Clock(T0)).restock(await restock(tenant, 5, T0)) is Outcome.ACK
+    assert await db.fetchval(query, tenant.id, VARIANT) == before + 1
+    assert (await plan_row(tenant))["available"] == 5
+
+
 async def test_a_restock_in_a_new_window_supersedes_the_old_line_and_keeps_fifo(
     clean_db: None, engine: object, broker: Broker, email_queue: Drain
 ) -> None:

@@ -233,14 +233,15 @@ class WebhookHandler:
         observation = LevelObservation(
             level.inventory_item_id, level.location_id, level.available, level.updated_at
         )
-        read = await self.store.read_level(receipt, tenant.id, observation)
-        if not read.installed:
-            return None
-        if read.seen:
-            return Result(200, {"status": "duplicate"})
         observed = None
-        if read.memory is not None:  # a known variant: two round trips, unless it moved meanwhile
-            observed = await observe_level(self.store, tenant, receipt, observation, read, self.clock())
+        async with self.store.level_session() as session:
+            read = await session.read_level(receipt, tenant.id, observation)
+            if not read.installed:
+                return None
+            if read.seen:
+                return Result(200, {"status": "duplicate"})
+            if read.memory is not None:  # a known variant: two round trips, unless it moved meanwhile
+                observed = await observe_level(session, tenant, receipt, observation, read, self.clock())
         if observed is None:
             observed = await self._observe_locked(receipt, tenant, observation)
             if observed is None:

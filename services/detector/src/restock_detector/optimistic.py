@@ -5,17 +5,18 @@ row, saves the level and reads the total, writes the decision, then commits: on 
 transaction's ``BEGIN``/``COMMIT`` and the extra statements were a third of the detector's CPU per webhook
 (ADR 22). Here instead:
 
-1. ``WebhookStore.read_level``, one statement without a lock: the variant's state and its row's version,
+1. ``LevelSession.read_level``, one statement without a lock: the variant's state and its row's version,
    the rules, the stored time of this item's level here and the variant's other levels (``LevelRead``).
 2. The decision in Python, by the same ``observation.judge`` as every other observation, its writes
    collected by ``CollectedWrites`` instead of written.
-3. ``WebhookStore.write_level``, one statement: everything or nothing, and nothing unless the variant's row
+3. ``LevelSession.write_level``, one statement: everything or nothing, and nothing unless the variant's row
    is still at the version read. The version moves with every update of the row (a trigger), and every
    writer of a known variant's levels updates the row first, so an unchanged version means the read is
    still true. Otherwise the caller redoes the observation on the locking path.
 
 A stale level (older than the stored one) writes only its receipt: levels only move forward, so no
-concurrent write can make it current again. The module has no I/O of its own: the store is passed in.
+concurrent write can make it current again. The module has no I/O of its own: the session (one pooled
+connection, no transaction) is passed in.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from restock_detector.observation import Observed, judge
 from restock_detector.ports import (
     LevelObservation,
     LevelRead,
+    LevelSession,
     LevelWrite,
     NewRestock,
     OutboxMessage,
@@ -34,7 +36,6 @@ from restock_detector.ports import (
     RestockMessage,
     Tenant,
     VariantMemory,
-    WebhookStore,
     WriteOutcome,
 )
 from restock_detector.restocks import log_restock
@@ -84,7 +85,7 @@ def level_total(read: LevelRead, level: LevelObservation, excluded: Sequence[int
 
 
 async def observe_level(
-    store: WebhookStore,
+    session: LevelSession,
     tenant: Tenant,
     receipt: Receipt,
     level: LevelObservation,
@@ -97,10 +98,10 @@ async def observe_level(
         raise ValueError("the two-trip path needs a known variant with a state row")
     total = level_total(read, level, read.rules.excluded_location_ids)
     if total is None:
-        return Observed("stale" if await store.claim_receipt(receipt) else "duplicate")
+        return Observed("stale" if await session.claim_receipt(receipt) else "duplicate")
     writes = CollectedWrites(read.memory)
     observed = await judge(writes, tenant, read.variant, read.memory, total, now, read.rules, level.source)
-    written = await store.write_level(
+    written = await session.write_level(
         LevelWrite(
             receipt=receipt,
             tenant_id=tenant.id,

@@ -113,9 +113,9 @@ class LevelClaim:
 
 @dataclass(frozen=True)
 class LevelRead:
-    """The first trip of a level webhook in two trips (ADR 27), one statement without a lock: is the shop
-    installed, was the delivery seen, and, for a known item, its variant's state with the row's version, the
-    shop's rules, this location's stored snapshot time and the variant's other levels."""
+    """The first trip of a level webhook in two trips (ADR 27, ``LevelSession``), one statement without a
+    lock: is the shop installed, was the delivery seen, and, for a known item, its variant's state with the
+    row's version, the shop's rules, this location's stored snapshot time and the variant's other levels."""
 
     installed: bool
     seen: bool
@@ -130,7 +130,7 @@ class LevelRead:
 @dataclass(frozen=True)
 class LevelWrite:
     """The second trip: everything one level webhook writes, applied only if the variant's row is still at
-    ``version`` (``WebhookStore.write_level``)."""
+    ``version`` (``LevelSession.write_level``)."""
 
     receipt: Receipt
     tenant_id: int
@@ -362,13 +362,19 @@ class WebhookStore(Protocol):
     def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
         """A transaction: committed when the block exits cleanly, rolled back on an exception."""
 
+    def level_session(self) -> AbstractAsyncContextManager[LevelSession]:
+        """One connection without a transaction, for the two-trip webhook's read and write."""
+
+
+class LevelSession(Protocol):
+    """The two-trip level webhook's trips (ADR 27), each a statement of its own (no transaction)."""
+
     async def read_level(self, receipt: Receipt, tenant_id: int, level: LevelObservation) -> LevelRead:
-        """The two-trip webhook's read (``LevelRead``), outside any transaction."""
+        """``LevelRead``: what the decision needs, read without a lock."""
 
     async def write_level(self, write: LevelWrite) -> LevelWritten:
-        """The two-trip webhook's write, one statement: the receipt, the level, the variant's state, its
-        ``stock.changed`` and its restock, all or nothing, and nothing unless the variant's row is still at
-        the version read."""
+        """One statement: the receipt, the level, the variant's state, its ``stock.changed`` and its
+        restock, all or nothing, and nothing unless the variant's row is still at the version read."""
 
     async def claim_receipt(self, receipt: Receipt) -> bool:
         """``UnitOfWork.claim_receipt`` on its own (a stale level writes nothing else)."""

@@ -20,6 +20,7 @@ from restock_detector.ports import (
     LevelObservation,
     LevelRead,
     LevelWrite,
+    LevelWritten,
     Receipt,
     VariantMemory,
     WriteOutcome,
@@ -65,9 +66,18 @@ class Detector:
         return str(result.body["status"])
 
     async def read(self, receipt: Receipt, level: LevelObservation) -> LevelRead:
-        read = await self.store.read_level(receipt, self.tenant_id, level)
+        async with self.store.level_session() as session:
+            read = await session.read_level(receipt, self.tenant_id, level)
         assert read.memory is not None
         return read
+
+    async def write(self, write: LevelWrite) -> LevelWritten:
+        async with self.store.level_session() as session:
+            return await session.write_level(write)
+
+    async def claim(self, receipt: Receipt) -> bool:
+        async with self.store.level_session() as session:
+            return await session.claim_receipt(receipt)
 
     def write_of(self, receipt: Receipt, level: LevelObservation, read: LevelRead) -> LevelWrite:
         """The write of a restock to ``level``'s total, as the handler would plan it from ``read``."""
@@ -139,7 +149,7 @@ async def test_a_write_after_the_variant_moved_writes_nothing(detector: Detector
     assert await detector.level(2, 1, OTHER_LOCATION) == "restock"  # lands between read and write
     moved = await state(engine)
 
-    written = await detector.store.write_level(detector.write_of(receipt, level, read))
+    written = await detector.write(detector.write_of(receipt, level, read))
 
     assert written.outcome is WriteOutcome.CONFLICT
     assert await state(engine) == moved  # no receipt, no level, no state: the handler redoes it locked
@@ -151,7 +161,7 @@ async def test_any_update_of_the_row_moves_the_version(detector: Detector, engin
     read = await detector.read(receipt, level)
     async with engine.pool.acquire() as db:  # e.g. the scheduler disarming, or the dispatcher's freeze
         await db.execute("UPDATE variant_states SET armed_at = NULL WHERE variant_id = $1", VARIANT)
-    written = await detector.store.write_level(detector.write_of(receipt, level, read))
+    written = await detector.write(detector.write_of(receipt, level, read))
     assert written.outcome is WriteOutcome.CONFLICT
 
 
@@ -161,10 +171,10 @@ async def test_a_write_whose_webhook_was_claimed_meanwhile_is_rolled_back(
     receipt = Receipt("twice", SHOP, "inventory_levels/update")
     level = LevelObservation(ITEM, LOCATION, 3, T0 + timedelta(seconds=5))
     read = await detector.read(receipt, level)
-    assert await detector.store.claim_receipt(receipt)  # Shopify's retry, on another replica
+    assert await detector.claim(receipt)  # Shopify's retry, on another replica
     before = await state(engine)
 
-    written = await detector.store.write_level(detector.write_of(receipt, level, read))
+    written = await detector.write(detector.write_of(receipt, level, read))
 
     assert written.outcome is WriteOutcome.DUPLICATE
     assert await state(engine) == before  # the state's update rolled back with the statement

@@ -275,6 +275,10 @@ class FakeStore:
             return None
         return self.tenants.get(shop_domain)
 
+    @asynccontextmanager
+    async def level_session(self) -> AsyncIterator[FakeStore]:
+        yield self
+
     async def read_level(self, receipt: Receipt, tenant_id: int, level: LevelObservation) -> LevelRead:
         self.calls.append("read_level")
         data = self.data

@@ -8,9 +8,9 @@ resends under a new webhook id, is answered 200 ``duplicate`` and not processed.
 the compliance topics are in ``lifecycle.py``; the compliance topics are answered for an uninstalled
 shop too (``shop/redact`` comes 48 h after the uninstall), and with 200 for a shop we do not know.
 
-A level of a known variant is read, judged and written in two round trips without a transaction
-(``optimistic.py``, ADR 27); the first level of an item or a variant, and one whose variant moved between
-the two trips, takes the locking path: one transaction that locks the variant's row. Levels are judged by
+A level of a known item is read, judged and written in two round trips without a transaction
+(``optimistic.py``, ADR 27); a level of an unknown item, and one whose variant moved between the two trips,
+takes the locking path: one transaction that locks the variant's row. Levels are judged by
 ``observation``'s functions, the same the sync uses. A level of an item no product payload named is kept
 as a snapshot, and after that commit the Admin API is asked whose item it is (no transaction held open over
 HTTP); if it answers, the mapping is stored and the level judged in a second transaction, else the next
@@ -240,7 +240,7 @@ class WebhookHandler:
                 return None
             if read.seen:
                 return Result(200, {"status": "duplicate"})
-            if read.memory is not None:  # a known variant: two round trips, unless it moved meanwhile
+            if read.memory is not None:  # a known item: two round trips, unless its variant moved meanwhile
                 observed = await observe_level(session, tenant, receipt, observation, read, self.clock())
         if observed is None:
             observed = await self._observe_locked(receipt, tenant, observation)
@@ -253,8 +253,8 @@ class WebhookHandler:
     async def _observe_locked(
         self, receipt: Receipt, tenant: Tenant, observation: LevelObservation
     ) -> Observed | None:
-        """The locking path: an item or a variant seen for the first time, or a variant that moved between
-        the two-trip path's read and write. None when the shop turned out not to be installed."""
+        """The locking path: an item no product payload has mapped yet, or a variant that moved between the
+        two-trip path's read and write. None when the shop turned out not to be installed."""
         async with self.store.unit_of_work() as work:
             claim = await work.claim_level(receipt, tenant.id, observation.inventory_item_id)
             if not claim.installed:

@@ -1,4 +1,4 @@
-"""A level webhook of a known variant in two round trips instead of a transaction of four to six (ADR 27).
+"""A level webhook of a known item in two round trips instead of a transaction of four to six (ADR 27).
 
 The locking path (``handler._observe_locked``) opens a transaction, claims the receipt and locks the variant's
 row, saves the level and reads the total, writes the decision, then commits: on this machine the
@@ -10,9 +10,10 @@ transaction's ``BEGIN``/``COMMIT`` and the extra statements were a third of the 
 2. The decision in Python, by the same ``observation.judge`` as every other observation, its writes
    collected by ``CollectedWrites`` instead of written.
 3. ``LevelSession.write_level``, one statement: everything or nothing, and nothing unless the variant's row
-   is still at the version read. The version moves with every update of the row (a trigger), and every
-   writer of a known variant's levels updates the row first, so an unchanged version means the read is
-   still true. Otherwise the caller redoes the observation on the locking path.
+   is still at the version read (or, at a variant's first observation, still does not exist). The version
+   moves with every update of the row (a trigger), and every writer of a known variant's levels updates
+   the row first, so an unchanged version means the read is still true. Otherwise the caller redoes the
+   observation on the locking path.
 
 A stale level (older than the stored one) writes only its receipt: levels only move forward, so no
 concurrent write can make it current again. The module has no I/O of its own: the session (one pooled
@@ -95,7 +96,7 @@ async def observe_level(
     """Judge and write one level of the known variant ``read`` describes; None when the variant moved since
     the read (nothing written: the caller takes the locking path)."""
     if read.variant is None or read.memory is None:
-        raise ValueError("the two-trip path needs a known variant with a state row")
+        raise ValueError("the two-trip path needs a known item")
     total = level_total(read, level, read.rules.excluded_location_ids)
     if total is None:
         return Observed("stale" if await session.claim_receipt(receipt) else "duplicate")

@@ -120,8 +120,9 @@ class LevelRead:
     installed: bool
     seen: bool
     variant: VariantRef | None = None  # None: an item no product payload or lookup has mapped
-    memory: VariantMemory | None = None  # None: the variant has no state row yet
-    version: int = 0
+    # The variant's state row (a variant seen for the first time: total 0, never restocked, not armed).
+    memory: VariantMemory | None = None
+    version: int | None = None  # None: no state row yet (the write creates it)
     rules: Rules = DEFAULT_RULES
     stored_at: datetime | None = None  # Shopify's updated_at of the stored level of this item here
     other_levels: tuple[tuple[int, int], ...] = ()  # (location_id, available) of the variant's other levels
@@ -135,7 +136,7 @@ class LevelWrite:
     receipt: Receipt
     tenant_id: int
     variant: VariantRef
-    version: int
+    version: int | None  # None: create the row, unless one exists by then
     level: LevelObservation
     state: VariantMemory  # the variant's row after the observation
     updated_at: datetime | None  # the observation's time if the total or the debounce moved, else None
@@ -145,7 +146,7 @@ class LevelWrite:
 
 class WriteOutcome(enum.Enum):
     WRITTEN = "written"
-    CONFLICT = "conflict"  # the variant's row moved since the read: nothing written, redo it under its lock
+    CONFLICT = "conflict"  # the variant's row moved (or was created) since the read: nothing written
     DUPLICATE = "duplicate"  # a concurrent delivery of the same webhook claimed it: nothing written
 
 

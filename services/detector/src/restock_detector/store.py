@@ -139,16 +139,24 @@ LEFT JOIN LATERAL (
 """
 
 # The two-trip webhook's write: everything, or nothing if the variant's row is no longer at the version read
-# (its trigger bumps the version on every update; every other write depends on ``state``). The stock.changed
+# (its trigger bumps the version on every update; every other write depends on ``state``), or, when the read
+# found no row (version NULL), if one exists now. The stock.changed
 # row's check of the wave line uses this statement's snapshot: a freeze that opened the line since the read
 # moved the version (``wave_store._CURRENT_TOTAL``), so it cannot be missed. A receipt claimed by a concurrent
 # delivery after the state was updated rolls the statement back by raising (restock_claim_lost).
 _WRITE_LEVEL = f"""
-WITH state AS (
+WITH created AS (  -- a variant's first observation: its row, unless a concurrent writer created it
+    INSERT INTO variant_states (tenant, variant_id, available, armed_at, last_restock_at, updated_at)
+    SELECT $6, $7, $9, $10, $11, COALESCE($12, now()) WHERE $8::bigint IS NULL
+    ON CONFLICT (tenant, variant_id) DO NOTHING
+    RETURNING 1
+), updated AS (
     UPDATE variant_states
     SET available = $9, armed_at = $10, last_restock_at = $11, updated_at = COALESCE($12, updated_at)
     WHERE tenant = $6 AND variant_id = $7 AND version = $8
     RETURNING 1
+), state AS (
+    SELECT 1 FROM created UNION ALL SELECT 1 FROM updated
 ), receipt AS (
     INSERT INTO webhook_receipts (webhook_id, event_id, shop_domain, topic, triggered_at, received_at)
     SELECT $1::varchar, $2::varchar, $3::varchar, $4::varchar, $5::timestamptz, now() FROM state
@@ -437,14 +445,11 @@ class PostgresLevelSession:
         )
         if not row["installed"] or row["seen"] or row["variant_id"] is None:
             return ports.LevelRead(row["installed"], row["seen"])
-        variant = ports.VariantRef(row["variant_id"], row["product_id"])
-        if row["version"] is None:
-            return ports.LevelRead(True, False, variant)
         return ports.LevelRead(
             installed=True,
             seen=False,
-            variant=variant,
-            memory=ports.VariantMemory(row["available"], row["last_restock_at"], row["armed_at"]),
+            variant=ports.VariantRef(row["variant_id"], row["product_id"]),
+            memory=ports.VariantMemory(row["available"] or 0, row["last_restock_at"], row["armed_at"]),
             version=row["version"],
             rules=decode_rules(row["rules"]),
             stored_at=row["stored_at"],

@@ -68,7 +68,7 @@ class Detector:
     async def read(self, receipt: Receipt, level: LevelObservation) -> LevelRead:
         async with self.store.level_session() as session:
             read = await session.read_level(receipt, self.tenant_id, level)
-        assert read.memory is not None
+        assert read.memory is not None  # a known item
         return read
 
     async def write(self, write: LevelWrite) -> LevelWritten:
@@ -110,7 +110,7 @@ async def detector(settings: Settings, engine: Any, clean_db: None) -> Detector:
         "variants": [{"id": VARIANT, "title": "M", "inventory_item_id": ITEM}],
     }
     assert (await detector.send("products/update", product)).status_code == 200
-    assert await detector.level(0, 0) == "still_out"  # the locking path creates the variant's row
+    assert await detector.level(0, 0) == "still_out"  # creates the variant's row
     return detector
 
 
@@ -153,6 +153,24 @@ async def test_a_write_after_the_variant_moved_writes_nothing(detector: Detector
 
     assert written.outcome is WriteOutcome.CONFLICT
     assert await state(engine) == moved  # no receipt, no level, no state: the handler redoes it locked
+
+
+async def test_a_first_level_creates_the_row_unless_another_writer_did_meanwhile(
+    detector: Detector, engine: Any
+) -> None:
+    async with engine.pool.acquire() as db:
+        await db.execute("DELETE FROM variant_states")
+    receipt = Receipt("first", SHOP, "inventory_levels/update")
+    level = LevelObservation(ITEM, LOCATION, 3, T0 + timedelta(seconds=5))
+    read = await detector.read(receipt, level)
+    assert (read.version, read.memory) == (None, VariantMemory(0, None))
+    assert await detector.level(2, 1, OTHER_LOCATION) == "restock"  # creates the row meanwhile
+    created = await state(engine)
+
+    written = await detector.write(detector.write_of(receipt, level, read))
+
+    assert written.outcome is WriteOutcome.CONFLICT
+    assert await state(engine) == created
 
 
 async def test_any_update_of_the_row_moves_the_version(detector: Detector, engine: Any) -> None:

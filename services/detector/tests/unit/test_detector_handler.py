@@ -139,7 +139,6 @@ class FakeUnitOfWork:
         self, tenant_id: int, variant_id: int, excluded_location_ids: Sequence[int]
     ) -> int:
         self.store.calls.append("variant_total")
-        self.store.excluded_seen = list(excluded_location_ids)
         return sum(
             level.available
             for (item, location), level in self.data.snapshots.items()
@@ -260,7 +259,6 @@ class FakeStore:
         self.calls: list[str] = []
         self.in_transaction = False
         self.fail_on_outbox = False
-        self.excluded_seen: list[int] | None = None
         self.level_writes: list[LevelWrite] = []
         # Runs after a two-trip read, before its write: a concurrent writer's turn.
         self.between_read_and_write: Callable[[], Awaitable[None]] | None = None
@@ -293,9 +291,7 @@ class FakeStore:
         if not installed or seen or item is None:
             return LevelRead(installed, seen)
         variant = VariantRef(item.variant_id, item.product_id)
-        memory = data.variants.get(item.variant_id)
-        if memory is None:
-            return LevelRead(True, False, variant)
+        memory = data.variants.get(item.variant_id, VariantMemory(0, None))
         here = (level.inventory_item_id, level.location_id)
         stored = data.snapshots.get(here)
         others = tuple(
@@ -305,7 +301,7 @@ class FakeStore:
             and item_id in data.items
             and data.items[item_id].variant_id == item.variant_id
         )
-        version = data.versions.get(item.variant_id, 0)
+        version = data.versions.get(item.variant_id, 0) if item.variant_id in data.variants else None
         stored_at = stored.updated_at if stored else None
         read = LevelRead(True, False, variant, memory, version, self.rules, stored_at, others)
         if self.between_read_and_write is not None:
@@ -316,7 +312,11 @@ class FakeStore:
         self.calls.append("write_level")
         self.level_writes.append(write)
         variant_id = write.variant.variant_id
-        if variant_id not in self.data.variants or self.data.versions.get(variant_id, 0) != write.version:
+        if write.version is None:  # create the row, unless it exists by now
+            moved = variant_id in self.data.variants
+        else:
+            moved = variant_id not in self.data.variants or self.data.versions[variant_id] != write.version
+        if moved:
             return LevelWritten(WriteOutcome.CONFLICT)
         if write.receipt.webhook_id in self.data.receipts:
             return LevelWritten(WriteOutcome.DUPLICATE)
@@ -527,28 +527,46 @@ async def test_the_total_sums_locations_but_not_excluded_ones(
     assert not store.data.restocks
     await send(handler, level(2, location=LOCATION), "inventory_levels/update")
     assert [restock.available for restock in store.data.restocks] == [2]
-    assert store.excluded_seen == [9]
 
 
-async def test_a_known_variant_takes_two_trips_and_a_new_one_the_locking_path(
+async def test_a_known_item_takes_two_trips_and_an_unknown_one_the_locking_path(
     handler: WebhookHandler, store: FakeStore
 ) -> None:
+    unknown = await send(handler, level(2, item=999), "inventory_levels/update")
+    assert unknown.body == {"status": "unknown_item"}
+    assert store.calls[-4:] == ["read_level", "claim_receipt", "lock_item_variant", "save_snapshot"]
     await known_variant(handler)
     store.calls.clear()
     assert (await send(handler, level(0), "inventory_levels/update")).body == {"status": "still_out"}
-    assert store.calls[-6:] == [
-        "read_level",
-        "claim_receipt",
-        "lock_item_variant",
-        "save_level",
-        "save_snapshot",
-        "variant_total",
-    ]
-    assert "write_level" not in store.calls  # no state row yet: the locking path creates it
+    assert store.calls == ["read_level", "write_level"]  # the variant's first level creates its row
+    assert [write.version for write in store.level_writes] == [None]
+    assert store.data.variants[VARIANT] == VariantMemory(0, None)
     store.calls.clear()
     later = level(3, at=NOW + timedelta(seconds=1))
     assert (await send(handler, later, "inventory_levels/update")).body == {"status": "restock"}
     assert store.calls == ["read_level", "write_level"]
+    assert store.level_writes[-1].version == 1
+
+
+async def test_a_first_level_whose_variant_row_appears_meanwhile_is_judged_under_its_lock(
+    handler: WebhookHandler, store: FakeStore
+) -> None:
+    """The read found no state row; another location's level created it before this write: the write
+    creates nothing, and the locking path judges this level on the total that includes the other."""
+    await known_variant(handler)
+    other = level(4, location=LOCATION + 1)
+
+    async def concurrent_webhook() -> None:
+        store.between_read_and_write = None
+        assert (await send(handler, other, "inventory_levels/update")).body == {"status": "restock"}
+
+    store.between_read_and_write = concurrent_webhook
+    result = await send(handler, level(1, at=NOW + timedelta(seconds=1)), "inventory_levels/update")
+    assert result.body == {"status": "was_available"}
+    assert [(write.version, write.level.available) for write in store.level_writes] == [(None, 4), (None, 1)]
+    assert "lock_item_variant" in store.calls
+    assert store.data.variants[VARIANT].available == 5
+    assert [restock.available for restock in store.data.restocks] == [4]
 
 
 async def test_a_variant_that_moves_between_read_and_write_is_judged_again_under_its_lock(
@@ -569,7 +587,8 @@ async def test_a_variant_that_moves_between_read_and_write_is_judged_again_under
     result = await send(handler, level(3, at=NOW + timedelta(seconds=2)), "inventory_levels/update")
     assert result.body == {"status": "was_available"}  # judged after the other: 2 -> 5, not 0 -> 3
     # Both read version 1; the other's write moved it, so this one's was refused and redone with the lock.
-    assert [(write.version, write.level.available) for write in store.level_writes] == [(1, 2), (1, 3)]
+    writes = [(write.version, write.level.available) for write in store.level_writes]
+    assert writes == [(None, 0), (1, 2), (1, 3)]
     assert store.calls[-7:] == [
         "write_level",
         "claim_receipt",
@@ -656,10 +675,10 @@ async def test_an_observation_that_moves_nothing_keeps_the_variants_time_and_enq
     handler: WebhookHandler, store: FakeStore, signal: RecordingSignal
 ) -> None:
     await known_variant(handler)
-    for step in range(3):  # still out: the first creates the row (locking path), then two that move nothing
+    for step in range(3):  # still out: the first creates the row, then two that move nothing
         result = await send(handler, level(0, at=NOW + timedelta(seconds=step)), "inventory_levels/update")
         assert result.body == {"status": "still_out"}
-    assert [(write.updated_at, write.change) for write in store.level_writes] == [(None, None)] * 2
+    assert [(write.updated_at, write.change) for write in store.level_writes] == [(None, None)] * 3
     assert store.data.snapshots[(ITEM, LOCATION)].updated_at == NOW + timedelta(seconds=2)  # kept
     store.level_writes.clear()
     await send(handler, level(4, at=NOW + timedelta(seconds=3)), "inventory_levels/update")

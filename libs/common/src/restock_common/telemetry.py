@@ -29,16 +29,18 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
+from litestar.enums import ScopeType
+from litestar.middleware.base import DefineMiddleware
 from litestar.plugins import InitPlugin
-from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.plugins.opentelemetry import OpenTelemetryPlugin as LitestarOpenTelemetryPlugin
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider, sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
-from opentelemetry.trace import Link, Span, SpanKind, Status
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import Attributes, AttributeValue
 
@@ -316,22 +318,78 @@ UNTRACED_PATHS = ("/healthz", "/readyz", "/metrics", "/v1/traces")
 
 
 def http_telemetry_plugins() -> list[InitPlugin]:
-    """Litestar's OpenTelemetry plugin, configured for us: one SERVER span per request continuing an
-    incoming ``traceparent``, named ``{method} {route template}`` (HTTP semconv) with ``http.route`` set,
-    no per-ASGI-message child spans, and the probe and metrics routes not traced. Pass the list to
-    ``Litestar(plugins=[...])``."""
-    config = OpenTelemetryConfig(
-        exclude=[f"^{path}$" for path in UNTRACED_PATHS],
-        exclude_spans=["receive", "send"],
-        scope_span_details_extractor=_span_details_before_routing,
-    )
-    return [OpenTelemetryPlugin(config), _RouteNamesServerSpan()]
+    """One SERVER span per request continuing an incoming ``traceparent``, named ``{method} {route
+    template}`` (HTTP semconv) with ``http.route`` set, and the probe and metrics routes not traced. Pass the
+    list to ``Litestar(plugins=[...])``."""
+    return [OpenTelemetryPlugin(), _RouteNamesServerSpan()]
 
 
-def _span_details_before_routing(scope: Scope) -> tuple[str, dict[str, Any]]:
-    # The span starts before routing, when only the raw path is known: a raw path in the name would make
-    # one span name per token or id. Semconv's name without a route is the method alone.
-    return str(scope.get("method") or "HTTP"), {}
+class OpenTelemetryPlugin(LitestarOpenTelemetryPlugin):
+    """Litestar's OpenTelemetry plugin with ``ServerSpanMiddleware`` in place of the generic ASGI
+    instrumentation (ADR 27). Litestar wraps the whole app, routing included, in the middleware of the plugin
+    it finds by the class name ``OpenTelemetryPlugin`` (``PluginRegistry.get``), hence this one's name."""
+
+    @property
+    def middleware(self) -> DefineMiddleware:
+        return DefineMiddleware(ServerSpanMiddleware)
+
+
+# The W3C trace context and baggage headers the global propagator reads, as ASGI spells them.
+_PROPAGATED_HEADERS = {b"traceparent": "traceparent", b"tracestate": "tracestate", b"baggage": "baggage"}
+
+
+class ServerSpanMiddleware:
+    """The SERVER span of a request, and nothing else: the method, the scheme and the response's status code
+    (``http.response.status_code``; 5xx and an escaping exception mark it an error). The generic ASGI
+    instrumentation it replaces also collected every header-derived attribute, the raw URL (which carries
+    the public links' tokens) and per-message hooks: on the detector's webhook it cost about 100 µs of CPU
+    per request, a tenth of the whole request's, for attributes nobody reads (ADR 27)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP or scope["path"] in UNTRACED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        carrier = {
+            _PROPAGATED_HEADERS[name]: value.decode("latin-1")
+            for name, value in scope["headers"]
+            if name in _PROPAGATED_HEADERS
+        }
+        parent = propagate.extract(carrier) if carrier else None
+        method = str(scope.get("method") or "HTTP")
+        span = http_tracer.start_span(
+            method,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": method, "url.scheme": str(scope.get("scheme", "http"))},
+        )
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        status_code: int | None = None
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_status)
+        except BaseException as error:
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            raise
+        finally:
+            if status_code is not None:
+                span.set_attribute("http.response.status_code", status_code)
+                if status_code >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
+            otel_context.detach(token)
+            span.end()
+
+
+http_tracer = trace.get_tracer("restock.http")
 
 
 class _RouteNamesServerSpan(InitPlugin):

@@ -74,10 +74,13 @@ async def judge(
     now: datetime,
     rules: Rules,
     source: str,
+    *,
+    announce: bool = True,
 ) -> Observed:
     """Decide on the variant's new ``total`` (its levels saved) and write the decision through ``work``:
     the one decision of every observation, whether its writes go out at once (a unit of work) or are
-    collected into the two-trip webhook's single write (``optimistic.py``)."""
+    collected into the two-trip webhook's single write (``optimistic.py``). ``announce=False``: nobody
+    waits in the variant's wave line, so no ``stock.changed`` is made (the store would drop it anyway)."""
     outcome = transitions.observe(_memory(memory), total, now, rules)
     fired = False
     if isinstance(outcome.expired, transitions.Restock) and memory.armed_at is not None:
@@ -85,13 +88,16 @@ async def judge(
         await record_restock(work, tenant, variant, outcome.expired.available, at, rules, source)
         fired = True
     decision = outcome.decision
-    change = stock_changed(tenant, variant.variant_id, memory.available, total, now, source)
+    moved = total != memory.available
+    change = None
+    if announce:
+        change = stock_changed(tenant, variant.variant_id, memory.available, total, now, source)
     armed_at = _armed_at(decision, memory, now)
     enqueued = False
     # An observation that moved neither the total nor the debounce leaves the variant's row as it is: a
     # round trip saved on a hot path where most webhooks of an unchanged total (a level re-sent, a
     # variant still out) would only rewrite it.
-    if change is not None or armed_at != memory.armed_at:
+    if moved or armed_at != memory.armed_at:
         enqueued = await work.save_variant(tenant.id, variant.variant_id, total, now, armed_at, change)
     if isinstance(decision, transitions.Restock):
         await record_restock(work, tenant, variant, decision.available, now, rules, source)

@@ -101,7 +101,10 @@ async def observe_level(
     if total is None:
         return Observed("stale" if await session.claim_receipt(receipt) else "duplicate")
     writes = CollectedWrites(read.memory)
-    observed = await judge(writes, tenant, read.variant, read.memory, total, now, read.rules, level.source)
+    rules, source = read.rules, level.source
+    observed = await judge(
+        writes, tenant, read.variant, read.memory, total, now, rules, source, announce=read.line_open
+    )
     written = await session.write_level(
         LevelWrite(
             receipt=receipt,

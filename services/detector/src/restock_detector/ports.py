@@ -126,6 +126,7 @@ class LevelRead:
     rules: Rules = DEFAULT_RULES
     stored_at: datetime | None = None  # Shopify's updated_at of the stored level of this item here
     other_levels: tuple[tuple[int, int], ...] = ()  # (location_id, available) of the variant's other levels
+    line_open: bool = True  # the variant's wave line has targets waiting (ADR 26): stock.changed is wanted
 
 
 @dataclass(frozen=True)

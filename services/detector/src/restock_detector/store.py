@@ -115,8 +115,9 @@ LEFT JOIN (
 
 # The two-trip webhook's read (ADR 27), one snapshot of everything its decision needs, without a lock: the
 # shop installed?, the delivery seen?, the item's variant, its state and the row's version, the rules, the
-# stored time of this level and the variant's other levels (its items' snapshots but this one).
-_READ_LEVEL = """
+# stored time of this level, the variant's other levels (its items' snapshots but this one) and whether its
+# wave line is open (a freeze that opens it later moves the version: the write is then refused).
+_READ_LEVEL = f"""
 SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1 AND uninstalled_at IS NULL) AS installed,
        EXISTS (SELECT 1 FROM webhook_receipts WHERE webhook_id = $2)
        OR EXISTS (SELECT 1 FROM webhook_receipts WHERE shop_domain = $4 AND event_id = $3) AS seen,
@@ -125,7 +126,9 @@ SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1 AND uninstalled_at IS NULL) A
        (SELECT body::text FROM rules WHERE tenant = $1) AS rules,
        (SELECT shopify_updated_at FROM stock_snapshots
         WHERE tenant = $1 AND inventory_item_id = $5 AND location_id = $6) AS stored_at,
-       others.locations, others.levels
+       others.locations, others.levels,
+       EXISTS (SELECT 1 FROM wave_plans WHERE tenant = $1 AND variant_id = item.variant_id
+               AND status <> '{WavePlanStatus.IDLE}') AS line_open
 FROM (SELECT 1) AS one
 LEFT JOIN inventory_items item ON item.tenant = $1 AND item.inventory_item_id = $5
 LEFT JOIN variant_states state ON state.tenant = $1 AND state.variant_id = item.variant_id
@@ -454,6 +457,7 @@ class PostgresLevelSession:
             rules=decode_rules(row["rules"]),
             stored_at=row["stored_at"],
             other_levels=tuple(zip(row["locations"] or (), row["levels"] or (), strict=True)),
+            line_open=row["line_open"],
         )
 
     async def write_level(self, write: ports.LevelWrite) -> ports.LevelWritten:

@@ -303,7 +303,8 @@ class FakeStore:
         )
         version = data.versions.get(item.variant_id, 0) if item.variant_id in data.variants else None
         stored_at = stored.updated_at if stored else None
-        read = LevelRead(True, False, variant, memory, version, self.rules, stored_at, others)
+        line_open = item.variant_id not in data.idle_lines
+        read = LevelRead(True, False, variant, memory, version, self.rules, stored_at, others, line_open)
         if self.between_read_and_write is not None:
             await self.between_read_and_write()
         return read
@@ -500,8 +501,9 @@ async def test_in_stock_changes_and_flaps_inside_the_cooldown_do_nothing(
     assert store.data.variants[VARIANT].available == 3  # the total is remembered either way
     if not line_open:
         # Nobody waits in the variant's wave line: its moves enqueue nothing and wake the relay for the
-        # restock alone (ADR 26).
+        # restock alone (ADR 26); the two-trip path does not even make the message.
         assert (store.data.changes, signal.notified_after_commit) == ([], [True])
+        assert [write.change for write in store.level_writes] == [None] * 4
         return
     # While the line is open, every move of the total is a stock.changed for the wave planner.
     changes = [messages.decode(m.payload.encode(), messages.StockChanged) for m in store.data.changes]

@@ -96,7 +96,7 @@ def _refuse(status_code: int, detail: str) -> Result:
 
 class TenantCache:
     """Shop domain -> tenant, for ``TTL``, bounded: the level hot path saves a round trip per webhook with
-    it, and the claim statement confirms the shop is still installed (``_level_webhook``)."""
+    it, and the level's first statement confirms the shop is still installed (``_level_webhook``)."""
 
     TTL = timedelta(seconds=60)
     SIZE = 10_000
@@ -207,8 +207,9 @@ class WebhookHandler:
         self, headers: Mapping[str, str], shop: str, level: payloads.InventoryLevelUpdate
     ) -> Result:
         """The hot path. The shop's tenant comes from ``TenantCache``, which is never trusted alone: the
-        claim re-checks the installation in its own trip, and a tenant found uninstalled there is looked up
-        afresh (a reinstalled shop) before the webhook is refused."""
+        level's first statement (the read, or the locking path's claim) re-checks the installation, and a
+        tenant found uninstalled there is looked up afresh (a reinstalled shop) before the webhook is
+        refused."""
         cached = self.tenants.get(shop, self.clock())
         if cached is not None:
             result = await self._inventory_level(_receipt(headers, cached), cached, level)

@@ -101,9 +101,12 @@ async def observe_level(
     if total is None:
         return Observed("stale" if await session.claim_receipt(receipt) else "duplicate")
     writes = CollectedWrites(read.memory)
+    # A variant without a state row has had no freeze that could move its version: its change is made, and
+    # the write's own check of the line decides, as on the locking path.
+    announce = read.line_open or read.version is None
     rules, source = read.rules, level.source
     observed = await judge(
-        writes, tenant, read.variant, read.memory, total, now, rules, source, announce=read.line_open
+        writes, tenant, read.variant, read.memory, total, now, rules, source, announce=announce
     )
     written = await session.write_level(
         LevelWrite(

@@ -103,8 +103,8 @@ class LockedVariant:
 
 @dataclass(frozen=True)
 class LevelClaim:
-    """The first trip of a level webhook: is the shop still installed, was the delivery new, and the item's
-    variant (locked) if the item is known."""
+    """The first trip of a level webhook on the locking path: is the shop still installed, was the delivery
+    new, and the item's variant (locked) if the item is known."""
 
     installed: bool
     claimed: bool
@@ -146,6 +146,8 @@ class LevelWrite:
 
 
 class WriteOutcome(enum.Enum):
+    """What became of a two-trip write."""
+
     WRITTEN = "written"
     CONFLICT = "conflict"  # the variant's row moved (or was created) since the read: nothing written
     DUPLICATE = "duplicate"  # a concurrent delivery of the same webhook claimed it: nothing written
@@ -153,6 +155,8 @@ class WriteOutcome(enum.Enum):
 
 @dataclass(frozen=True)
 class LevelWritten:
+    """A two-trip write's outcome, and what the handler does after it."""
+
     outcome: WriteOutcome
     enqueued: bool = False  # an outbox row was added (wake the relay)
     restock_event_id: int | None = None
@@ -312,8 +316,9 @@ class UnitOfWork(VariantWrites, Protocol):
         webhooks for one variant are decided one after the other."""
 
     async def claim_level(self, receipt: Receipt, tenant_id: int, inventory_item_id: int) -> LevelClaim:
-        """The webhook hot path's first trip: check the shop is still installed, ``claim_receipt``, then
-        (only if claimed) the item's variant, ``lock_variant`` and ``rules_of``."""
+        """The locking path's first trip (a level the two-trip path did not take): check the shop is still
+        installed, ``claim_receipt``, then (only if claimed) the item's variant, ``lock_variant`` and
+        ``rules_of``."""
 
     async def seed_unwatched(self, tenant_id: int, totals: Sequence[tuple[int, int]]) -> None:
         """For (variant, total) pairs of variants never seen before that nobody is subscribed to, remember

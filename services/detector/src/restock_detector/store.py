@@ -143,10 +143,11 @@ LEFT JOIN LATERAL (
 
 # The two-trip webhook's write: everything, or nothing if the variant's row is no longer at the version read
 # (its trigger bumps the version on every update; every other write depends on ``state``), or, when the read
-# found no row (version NULL), if one exists now. The stock.changed
-# row's check of the wave line uses this statement's snapshot: a freeze that opened the line since the read
-# moved the version (``wave_store._CURRENT_TOTAL``), so it cannot be missed. A receipt claimed by a concurrent
-# delivery after the state was updated rolls the statement back by raising (restock_claim_lost).
+# found no row (version NULL), if one exists now. The wave line was read closed or open with that version,
+# and a freeze that opens a line moves the version (``wave_store._CURRENT_TOTAL``), so an opening cannot be
+# missed; the check here, in this statement's snapshot, only drops a change for a line closed since. A
+# receipt claimed by a concurrent delivery after the state was updated rolls the statement back by raising
+# (restock_claim_lost).
 _WRITE_LEVEL = f"""
 WITH created AS (  -- a variant's first observation: its row, unless a concurrent writer created it
     INSERT INTO variant_states (tenant, variant_id, available, armed_at, last_restock_at, updated_at)

@@ -1,8 +1,8 @@
 """``POST /webhooks/shopify``: the one route Shopify calls. Thin: the work is in ``handler.py``.
 
 Each request runs in the SERVER span of ``restock_common.telemetry.http_telemetry_plugins``, which continues
-Shopify's or the sandbox's ``traceparent``; the route adds the topic and shop to it. So the traceparent the handler stores on the restock event and the outbox row is this
-webhook's trace.
+Shopify's or the sandbox's ``traceparent``; the route adds the topic and shop to it. So the traceparent the
+handler stores on the restock event and the outbox row is this webhook's trace.
 """
 
 from __future__ import annotations

@@ -514,15 +514,19 @@ class PostgresLevelSession:
         )
 
     async def claim_receipt(self, receipt: ports.Receipt) -> bool:
-        row = await self.connection.fetchrow(
-            _CLAIM_RECEIPT,
-            receipt.webhook_id,
-            receipt.event_id,
-            receipt.shop_domain,
-            receipt.topic,
-            receipt.triggered_at,
-        )
-        return row is not None
+        return await _claim_receipt(self.connection, receipt)
+
+
+async def _claim_receipt(connection: asyncpg.Connection, receipt: ports.Receipt) -> bool:
+    row = await connection.fetchrow(
+        _CLAIM_RECEIPT,
+        receipt.webhook_id,
+        receipt.event_id,
+        receipt.shop_domain,
+        receipt.topic,
+        receipt.triggered_at,
+    )
+    return row is not None
 
 
 class PostgresUnitOfWork:
@@ -532,15 +536,7 @@ class PostgresUnitOfWork:
         self.connection = connection
 
     async def claim_receipt(self, receipt: ports.Receipt) -> bool:
-        row = await self.connection.fetchrow(
-            _CLAIM_RECEIPT,
-            receipt.webhook_id,
-            receipt.event_id,
-            receipt.shop_domain,
-            receipt.topic,
-            receipt.triggered_at,
-        )
-        return row is not None
+        return await _claim_receipt(self.connection, receipt)
 
     async def rules_of(self, tenant_id: int) -> Rules:
         body = await self.connection.fetchval(_RULES_OF, tenant_id)

@@ -370,8 +370,13 @@ def otlp_export() -> dict[str, str]:
     return {}
 
 
+@get("/broken", sync_to_thread=False)
+def broken() -> dict[str, int]:
+    raise RuntimeError("a bug")
+
+
 def _app() -> Litestar:
-    routes = [*health_routes({}), confirm, metrics, otlp_export]
+    routes = [*health_routes({}), confirm, metrics, otlp_export, broken]
     return Litestar(routes, plugins=http_telemetry_plugins(), logging_config=None)
 
 
@@ -404,3 +409,26 @@ async def test_probes_and_metrics_are_not_traced_and_unknown_routes_are_named_by
         assert (await client.get("/no/such/route/123")).status_code == 404
     names = [span.name for span in recorded.get_finished_spans()]
     assert names == ["GET"]
+
+
+async def test_http_server_span_records_the_status_code_and_marks_server_errors(
+    recorded: InMemorySpanExporter,
+) -> None:
+    async with AsyncTestClient(_app()) as client:
+        assert (await client.get("/c/some-long-token")).status_code == 200
+        assert (await client.get("/broken")).status_code == 500
+        assert (await client.get("/no/such/route")).status_code == 404
+    spans = {span.name: span for span in recorded.get_finished_spans()}
+    assert set(spans) == {"GET /c/{token}", "GET /broken", "GET"}
+    outcome = {
+        name: (dict(span.attributes or {}).get("http.response.status_code"), span.status.status_code)
+        for name, span in spans.items()
+    }
+    assert outcome == {
+        "GET /c/{token}": (200, StatusCode.UNSET),
+        "GET /broken": (500, StatusCode.ERROR),
+        "GET": (404, StatusCode.UNSET),  # a client's error is not the server's
+    }
+    attributes = dict(spans["GET /c/{token}"].attributes or {})
+    assert attributes["http.request.method"] == "GET"
+    assert not any("some-long-token" in str(value) for value in attributes.values())  # no raw URL

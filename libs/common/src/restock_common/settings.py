@@ -15,6 +15,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEVELOPMENT_SECRET = "restock-dev-secret"  # noqa: S105 - a well-known development value, refused in production
 
 
+# How long the outbox relay waits for one publish's broker confirm (the floor of
+# ``Settings.outbox_hold_limit_seconds`` follows from it).
+OUTBOX_PUBLISH_TIMEOUT_SECONDS = 10.0
+
+
 class Settings(BaseSettings):
     """Every knob of every service. Unknown ``RESTOCK_*`` variables are ignored."""
 
@@ -65,8 +70,8 @@ class Settings(BaseSettings):
     # How long an outbox batch may hold its rows' locks: the relay starts no publish after half of it, and
     # PostgreSQL ends a session idle in the batch's transaction for all of it (a relay frozen mid-batch,
     # which would otherwise hold every relay's turn until its liveness probe restarts it; ADR 22). At least
-    # twice a publish's 10 s timeout.
-    outbox_hold_limit_seconds: float = Field(default=60.0, ge=20.0, le=3600.0)
+    # twice a publish's timeout: half to start publishes, then one timeout for the last of them.
+    outbox_hold_limit_seconds: float = Field(default=60.0, ge=2 * OUTBOX_PUBLISH_TIMEOUT_SECONDS, le=3600.0)
     lease_seconds: int = Field(default=120, ge=5)
     # Jobs one sender process works on at once (its SMTP pool holds as many connections).
     sender_concurrency: int = Field(default=8, ge=1, le=256)

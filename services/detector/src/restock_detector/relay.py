@@ -14,10 +14,10 @@ out are awaited, those confirmed are marked, and the rest stay for the next roun
 
 A batch holds its rows' locks, so it is bounded in time: the relay starts no publish after half of
 ``hold_limit_seconds`` (``RESTOCK_OUTBOX_HOLD_LIMIT_SECONDS``; the rest waits for the next batch, nothing is
-counted as failed), and its last publish ends within ``PUBLISH_TIMEOUT_SECONDS`` of that. PostgreSQL ends
-a session that stays idle in a batch's transaction for the whole limit (``PostgresOutboxStore.claim``): a
-relay frozen mid-batch (a stopped process whose connection stays open) can then hold every relay's turn for
-that long at most, and what it published without marking is published again by the next (ADR 22).
+counted as failed), and its last publish ends within ``OUTBOX_PUBLISH_TIMEOUT_SECONDS`` of that. PostgreSQL
+ends a session that stays idle in a batch's transaction for the whole limit (``PostgresOutboxStore.claim``):
+a relay frozen mid-batch (a stopped process whose connection stays open) can then hold every relay's turn
+for that long at most, and what it published without marking is published again by the next (ADR 22).
 
 The relay wakes when a webhook committed a row (then lingers ``LINGER_SECONDS``, so that under load one
 claim takes the rows of several webhooks instead of four round trips each), and polls otherwise.
@@ -32,12 +32,12 @@ import time
 from collections.abc import Callable
 
 from restock_common.faults import FaultPoints
+from restock_common.settings import OUTBOX_PUBLISH_TIMEOUT_SECONDS
 from restock_detector.ports import OutboxBatch, OutboxRow, OutboxStore, Publisher
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 100
-PUBLISH_TIMEOUT_SECONDS = 10.0
 MAX_BACKOFF_SECONDS = 30.0
 LINGER_SECONDS = 0.02
 
@@ -72,9 +72,9 @@ class OutboxRelay:
         ``Settings.outbox_hold_limit_seconds``, where their defaults and reasons live."""
         if window < 1:
             raise ValueError("the publish window holds at least one message")
-        if hold_limit_seconds < 2 * PUBLISH_TIMEOUT_SECONDS:
+        if hold_limit_seconds < 2 * OUTBOX_PUBLISH_TIMEOUT_SECONDS:
             # Half the limit to start publishes, then one publish's timeout for the last of them.
-            raise ValueError(f"a batch's hold limit is at least {2 * PUBLISH_TIMEOUT_SECONDS:.0f} s")
+            raise ValueError(f"a batch's hold limit is at least {2 * OUTBOX_PUBLISH_TIMEOUT_SECONDS:.0f} s")
         self.outbox = outbox
         self.publisher = publisher
         self.faults = faults
@@ -180,7 +180,7 @@ class OutboxRelay:
         self, row: OutboxRow, window: asyncio.Semaphore, confirmed: list[int], failed: list[int]
     ) -> None:
         try:
-            async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+            async with asyncio.timeout(OUTBOX_PUBLISH_TIMEOUT_SECONDS):
                 await self.publisher.publish_raw(
                     row.payload, row.routing_key, message_id=row.message_id, traceparent=row.traceparent
                 )

@@ -334,10 +334,6 @@ class OpenTelemetryPlugin(LitestarOpenTelemetryPlugin):
         return DefineMiddleware(ServerSpanMiddleware)
 
 
-# The W3C trace context and baggage headers the global propagator reads, as ASGI spells them.
-_PROPAGATED_HEADERS = {b"traceparent": "traceparent", b"tracestate": "tracestate", b"baggage": "baggage"}
-
-
 class ServerSpanMiddleware:
     """The SERVER span of a request, and nothing else: the method, the scheme and the response's status code
     (``http.response.status_code``; 5xx and an escaping exception mark it an error). The generic ASGI
@@ -347,15 +343,20 @@ class ServerSpanMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # The headers the global propagator reads (W3C trace context and baggage unless OTEL_PROPAGATORS
+        # says otherwise), as ASGI spells them: only these are copied out of the request for it.
+        self.propagated = {
+            name.lower().encode("latin-1"): name.lower() for name in propagate.get_global_textmap().fields
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP or scope["path"] in UNTRACED_PATHS:
             await self.app(scope, receive, send)
             return
         carrier = {
-            _PROPAGATED_HEADERS[name]: value.decode("latin-1")
+            self.propagated[name]: value.decode("latin-1")
             for name, value in scope["headers"]
-            if name in _PROPAGATED_HEADERS
+            if name in self.propagated
         }
         parent = propagate.extract(carrier) if carrier else None
         method = str(scope.get("method") or "HTTP")

@@ -61,15 +61,29 @@ ON CONFLICT (tenant, inventory_item_id) DO UPDATE SET
     updated_at = EXCLUDED.updated_at
 """
 
+# A level is saved only if it is not older than the stored one (Shopify does not guarantee order): the rule
+# of every snapshot upsert, and of ``optimistic.level_total``'s stale check.
+_NEWER_LEVEL_WINS = """ON CONFLICT (tenant, inventory_item_id, location_id) DO UPDATE SET
+    available = EXCLUDED.available, shopify_updated_at = EXCLUDED.shopify_updated_at,
+    observed_at = EXCLUDED.observed_at, source = EXCLUDED.source
+WHERE stock_snapshots.shopify_updated_at <= EXCLUDED.shopify_updated_at"""
+
+
+def _line_open(tenant: str, variant: str) -> str:
+    """The SQL condition that a variant's wave line is open (ADR 26): targets wait in it, so its
+    ``stock.changed`` has a consumer. ``tenant`` and ``variant`` are the SQL expressions naming it."""
+    return (
+        f"EXISTS (SELECT 1 FROM wave_plans WHERE tenant = {tenant} AND variant_id = {variant}"
+        f" AND status <> '{WavePlanStatus.IDLE}')"
+    )
+
+
 # An observation older than the stored one loses: the WHERE makes the upsert a no-op, and nothing returns.
-_SAVE_SNAPSHOT = """
+_SAVE_SNAPSHOT = f"""
 INSERT INTO stock_snapshots (tenant, inventory_item_id, location_id, available, shopify_updated_at,
                              observed_at, source)
 VALUES ($1, $2, $3, $4, $5, now(), $6)
-ON CONFLICT (tenant, inventory_item_id, location_id) DO UPDATE SET
-    available = EXCLUDED.available, shopify_updated_at = EXCLUDED.shopify_updated_at,
-    observed_at = EXCLUDED.observed_at, source = EXCLUDED.source
-WHERE stock_snapshots.shopify_updated_at <= EXCLUDED.shopify_updated_at
+{_NEWER_LEVEL_WINS}
 RETURNING id
 """
 
@@ -127,8 +141,7 @@ SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1 AND uninstalled_at IS NULL) A
        (SELECT shopify_updated_at FROM stock_snapshots
         WHERE tenant = $1 AND inventory_item_id = $5 AND location_id = $6) AS stored_at,
        others.locations, others.levels,
-       EXISTS (SELECT 1 FROM wave_plans WHERE tenant = $1 AND variant_id = item.variant_id
-               AND status <> '{WavePlanStatus.IDLE}') AS line_open
+       {_line_open("$1", "item.variant_id")} AS line_open
 FROM (SELECT 1) AS one
 LEFT JOIN inventory_items item ON item.tenant = $1 AND item.inventory_item_id = $5
 LEFT JOIN variant_states state ON state.tenant = $1 AND state.variant_id = item.variant_id
@@ -170,17 +183,13 @@ WITH created AS (  -- a variant's first observation: its row, unless a concurren
     INSERT INTO stock_snapshots (tenant, inventory_item_id, location_id, available, shopify_updated_at,
                                  observed_at, source)
     SELECT $6, $13, $14, $15, $16, now(), $17 FROM state
-    ON CONFLICT (tenant, inventory_item_id, location_id) DO UPDATE SET
-        available = EXCLUDED.available, shopify_updated_at = EXCLUDED.shopify_updated_at,
-        observed_at = EXCLUDED.observed_at, source = EXCLUDED.source
-    WHERE stock_snapshots.shopify_updated_at <= EXCLUDED.shopify_updated_at
+    {_NEWER_LEVEL_WINS}
 ), changed AS (
     INSERT INTO outbox (tenant, routing_key, message_id, ordering_key, payload, traceparent, created_at,
                         publish_attempts)
     SELECT $6, $18, $19, $20, $21, $22, now(), 0 FROM state
     WHERE $18::varchar IS NOT NULL
-      AND EXISTS (SELECT 1 FROM wave_plans WHERE tenant = $6 AND variant_id = $7
-                  AND status <> '{WavePlanStatus.IDLE}')
+      AND {_line_open("$6", "$7")}
     RETURNING 1
 ), event AS (
     INSERT INTO restock_events (tenant, variant_id, product_id, available, restock_window, source,
@@ -202,15 +211,12 @@ CLAIM_LOST = "restock_claim_lost"  # the constraint name restock_claim_lost() re
 # save_snapshot + variant_total in one trip. The statement cannot see its own upsert, so the total is the
 # other snapshots plus the saved level; they are current because every writer of a known variant's
 # snapshots holds the variant's row lock, which this transaction took in an earlier statement.
-_SAVE_LEVEL = """
+_SAVE_LEVEL = f"""
 WITH saved AS (
     INSERT INTO stock_snapshots (tenant, inventory_item_id, location_id, available, shopify_updated_at,
                                  observed_at, source)
     VALUES ($1, $2, $3, $4, $5, now(), $6)
-    ON CONFLICT (tenant, inventory_item_id, location_id) DO UPDATE SET
-        available = EXCLUDED.available, shopify_updated_at = EXCLUDED.shopify_updated_at,
-        observed_at = EXCLUDED.observed_at, source = EXCLUDED.source
-    WHERE stock_snapshots.shopify_updated_at <= EXCLUDED.shopify_updated_at
+    {_NEWER_LEVEL_WINS}
     RETURNING location_id, available
 )
 SELECT (SELECT COALESCE(SUM(s.available), 0)
@@ -259,8 +265,7 @@ WITH state AS (
 INSERT INTO outbox (tenant, routing_key, message_id, ordering_key, payload, traceparent, created_at,
                     publish_attempts)
 SELECT $1, $6, $7, $8, $9, $10, now(), 0
-WHERE EXISTS (SELECT 1 FROM wave_plans WHERE tenant = $1 AND variant_id = $2
-              AND status <> '{WavePlanStatus.IDLE}')
+WHERE {_line_open("$1", "$2")}
 """
 
 _RECORD_RESTOCK = """

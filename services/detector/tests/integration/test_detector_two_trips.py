@@ -43,7 +43,9 @@ class Detector:
         self.tenant_id = tenant_id
         self.sent = 0
 
-    async def send(self, topic: str, payload: object, webhook_id: str | None = None) -> Result:
+    async def send(
+        self, topic: str, payload: object, webhook_id: str | None = None, event_id: str | None = None
+    ) -> Result:
         self.sent += 1
         body = json.dumps(payload).encode()
         headers = {
@@ -52,6 +54,8 @@ class Detector:
             "X-Shopify-Webhook-Id": webhook_id or f"webhook-{self.sent}",
             "X-Shopify-Hmac-Sha256": signatures.shopify_webhook_hmac(self.secret, body),
         }
+        if event_id is not None:
+            headers["X-Shopify-Event-Id"] = event_id
         return await self.handler.handle_webhook(headers, body)
 
     async def level(self, available: int, seconds: int, location: int = LOCATION) -> str:
@@ -205,6 +209,20 @@ async def test_a_redelivered_webhook_is_answered_duplicate_by_the_read(detector:
         "available": 6,
         "updated_at": (T0 + timedelta(seconds=3)).isoformat(),
     }
-    first = await detector.send("inventory_levels/update", payload, "same")
-    again = await detector.send("inventory_levels/update", payload, "same")
+    first = await detector.send("inventory_levels/update", payload, "same", event_id="event-1")
+    again = await detector.send("inventory_levels/update", payload, "same", event_id="event-1")
     assert (first.body, again.body) == ({"status": "restock"}, {"status": "duplicate"})
+    # The read itself knows both kinds of repeat (no write is tried for them): the same webhook id, and
+    # the same shop event resent under a new webhook id; another event is new.
+    level = LevelObservation(ITEM, LOCATION, 6, T0 + timedelta(seconds=3))
+    topic = "inventory_levels/update"
+    repeats = [
+        Receipt("same", SHOP, topic),
+        Receipt("resent", SHOP, topic, event_id="event-1"),
+        Receipt("other", SHOP, topic, event_id="event-2"),
+    ]
+    seen = []
+    for receipt in repeats:
+        async with detector.store.level_session() as session:
+            seen.append((await session.read_level(receipt, detector.tenant_id, level)).seen)
+    assert seen == [True, True, False]

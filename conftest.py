@@ -14,6 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import aio_pika
 import asyncpg
@@ -45,15 +46,15 @@ async def _drop_database(name: str) -> None:
         await connection.close()
 
 
-@pytest.fixture(scope="session")
-def test_env() -> Iterator[dict[str, str]]:
-    """The RESTOCK_* environment of this run's private database, vhost and Redis db."""
+@contextmanager
+def private_environment(redis_url: str) -> Iterator[dict[str, str]]:
+    """The RESTOCK_* environment of a new migrated database and vhost (both removed afterwards), with
+    ``redis_url``."""
     run = f"restock_test_{uuid.uuid4().hex[:10]}"
-    redis_db = 1 + os.getpid() % 15
     env = {
         "RESTOCK_DATABASE_URL": f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{run}",
         "RESTOCK_AMQP_URL": f"{AMQP_ROOT}/{run}",
-        "RESTOCK_REDIS_URL": f"{REDIS_ROOT}/{redis_db}",
+        "RESTOCK_REDIS_URL": redis_url,
         "RESTOCK_SHOPIFY_API_SECRET": "test-shopify-secret",
         "RESTOCK_TWILIO_AUTH_TOKEN": "test-twilio-token",
     }
@@ -72,6 +73,22 @@ def test_env() -> Iterator[dict[str, str]]:
     finally:
         asyncio.run(_drop_database(run))
         _rabbitmqctl("delete_vhost", run)
+
+
+@pytest.fixture(scope="session")
+def test_env() -> Iterator[dict[str, str]]:
+    """The RESTOCK_* environment of this run's private database, vhost and Redis db."""
+    with private_environment(f"{REDIS_ROOT}/{1 + os.getpid() % 15}") as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def own_env(test_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """A database and vhost of the module's own (the run's Redis db): for a module that runs the whole
+    system, whose processes would otherwise also pick up jobs and messages other tests left in the run's
+    database and queues (a retry of theirs falling due) and send them to its peers."""
+    with private_environment(test_env["RESTOCK_REDIS_URL"]) as env:
+        yield env
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,13 @@
 """The fault suite's rig: the whole system as real processes, one restock of 10,000 subscribers per case, a
 fault injected with delivery in flight, and the accounting once everything has drained.
 
-One ``Rig`` per module: the processes of ``restock_sandbox.stack`` on free ports, with this run's database
-and vhost, a Redis db of their own (the Redis case wipes it), spans not exported (10,000 jobs a case would
-flood the sandbox's receiver; the trace is asserted by ``tests/e2e``), short leases and sweeps so a case
-drains in seconds after its fault, not minutes. Each case restocks its own variant of the one sandbox shop,
-so its jobs, and the peers' counts (cleared per case), are its own.
+One ``Rig`` per module: the processes of ``restock_sandbox.stack`` on free ports, with a database and vhost
+of their own (``own_env``: a job another test left in the run's database, its retry falling due here, would
+otherwise be sent to the rig's peers and counted as a stray), a Redis db of their own (the Redis case wipes
+it), spans not exported (10,000 jobs a case would flood the sandbox's receiver; the trace is asserted by
+``tests/e2e``), short leases and sweeps so a case drains in seconds after its fault, not minutes. Each case
+restocks its own variant of the one sandbox shop, so its jobs, and the peers' counts (cleared per case), are
+its own.
 
 The subscribers of a case, in subscription order (FIFO):
 - 8,000 email subscribers over four domains, 50 of them at ``bounce.example``, which the SMTP peer refuses
@@ -146,11 +148,11 @@ class ProxyThread:
 class Rig:
     """The running system and the means to hurt it."""
 
-    def __init__(self, test_env: dict[str, str], log_dir: Path) -> None:
+    def __init__(self, base_env: dict[str, str], log_dir: Path) -> None:
         self.ports = Ports.free()
         self.env = {
-            **test_env,
-            "RESTOCK_REDIS_URL": _other_redis_db(test_env["RESTOCK_REDIS_URL"]),
+            **base_env,
+            "RESTOCK_REDIS_URL": _other_redis_db(base_env["RESTOCK_REDIS_URL"]),
             "RESTOCK_SANDBOX_SHOP_DOMAIN": SHOP,
             "OTEL_TRACES_EXPORTER": "none",
             # Long enough that a send on this loaded machine never outlives its lease (a live sender's job

@@ -41,8 +41,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
-def rig(test_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    running = Rig(test_env, tmp_path_factory.mktemp("fault-logs"))
+def rig(own_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    running = Rig(own_env, tmp_path_factory.mktemp("fault-logs"))
     try:
         running.start()
         yield running

@@ -12,6 +12,11 @@ before the provider is called, with the attempt number. From ``processing`` exac
 - a temporary failure (4xx, timeout, dropped connection) with attempts left: ``failed-temporary``, with
   ``next_attempt_at`` after a jittered exponential backoff; without attempts left: ``dead-letter``;
 - a permanent failure (5xx): ``failed-permanent``;
+- the request went out but its answer was lost (an SMTP connection dropped or timed out after the final
+  dot): the provider may have the message and nobody can ask it, so ``indeterminate``, as for a sender
+  that died there (ADR 28); sending it again automatically could send it twice;
+- the job's pinned template cannot be rendered (gone, or it fails on this job's variables): no attempt of
+  this job can succeed until someone acts, so ``dead-letter`` at once, where operators see it (ADR 28);
 - our own configuration is wrong (e.g. SMTP auth): the job goes back to ``pending`` untouched by the
   recipient's fate, due again at once; the channel, not the job, is at fault, and pauses
   (``restock_sender.pause``) until its provider accepts our configuration.
@@ -67,6 +72,8 @@ class Event(enum.StrEnum):
     FOUND_AT_PROVIDER = "found-at-provider"  # lease expired; the provider's list shows the message went out
     NOT_AT_PROVIDER = "not-at-provider"  # lease expired; the provider's list shows it never went out
     NOT_SENT = "not-sent"  # the attempt failed before the provider was called: the claim is given back
+    OUTCOME_UNKNOWN = "outcome-unknown"  # the request went out, its answer was lost; nobody can be asked
+    UNRENDERABLE = "unrenderable"  # the pinned template cannot render this job: no retry can help
 
 
 S, E = JobState, Event
@@ -86,6 +93,8 @@ TRANSITIONS: dict[tuple[JobState, Event], JobState] = {
     (S.PROCESSING, E.OPTED_OUT): S.SKIPPED_OPTED_OUT,
     (S.PROCESSING, E.DUPLICATE): S.DUPLICATE_SUPPRESSED,
     (S.PROCESSING, E.LEASE_EXPIRED): S.INDETERMINATE,
+    (S.PROCESSING, E.OUTCOME_UNKNOWN): S.INDETERMINATE,
+    (S.PROCESSING, E.UNRENDERABLE): S.DEAD_LETTER,
     (S.PROCESSING, E.NOT_SENT): S.PENDING,
     (S.PROCESSING, E.FOUND_AT_PROVIDER): S.SENT,
     (S.PROCESSING, E.NOT_AT_PROVIDER): S.PENDING,
@@ -113,7 +122,10 @@ def next_state(state: JobState, event: Event) -> JobState:
 
 # --- classifying provider errors -----------------------------------------------------------------------
 
-ErrorKind = Literal["response", "timeout", "connection", "protocol"]
+# ``lost-reply``: the request was sent whole and its answer never came (after SMTP's final dot); ``setup``:
+# the provider cannot be used as configured (no AUTH offered for our credentials, no STARTTLS, a TLS
+# handshake refused), which no recipient causes.
+ErrorKind = Literal["response", "timeout", "connection", "protocol", "lost-reply", "setup"]
 Provider = Literal["smtp", "twilio"]
 
 
@@ -166,7 +178,15 @@ class Configuration:
     kind: Literal["configuration"] = "configuration"
 
 
-Classification = Retry | Permanent | Configuration
+@dataclass(frozen=True)
+class Unknown:
+    """The provider may or may not have the message, and cannot be asked: never sent again automatically."""
+
+    reason: str
+    kind: Literal["unknown"] = "unknown"
+
+
+Classification = Retry | Permanent | Configuration | Unknown
 
 # SMTP replies that blame our credentials or policy, not the recipient (RFC 4954, RFC 3463).
 _CONFIGURATION_CODES = frozenset({"530", "534", "535", "538", "5.7.8", "5.7.9", "5.7.11"})
@@ -213,7 +233,12 @@ def _classify_twilio(error: ProviderError) -> Classification:
 
 
 def classify(error: ProviderError) -> Classification:
-    """Temporary, permanent or configuration, from an SMTP reply, a Twilio error, or the absence of one."""
+    """Temporary, permanent, configuration or unknown, from an SMTP reply, a Twilio error, or the absence of
+    one."""
+    if error.kind == "lost-reply":
+        return Unknown(f"answer lost after the request went out: {error.detail}")
+    if error.kind == "setup":
+        return Configuration(f"provider unusable as configured: {error.detail}")
     if error.kind in ("timeout", "connection"):
         return Retry(f"{error.kind}: no reply")
     if error.provider == "twilio":
@@ -266,6 +291,8 @@ def decide(
         return Decision(Event.DELIVERED)
     if isinstance(outcome, Permanent):
         return Decision(Event.PERMANENT_FAILURE)
+    if isinstance(outcome, Unknown):
+        return Decision(Event.OUTCOME_UNKNOWN)
     if isinstance(outcome, Configuration):
         # Due at once: the scheduler publishes it again as soon as the paused channel resumes (ADR 16).
         return Decision(Event.CONFIGURATION_ERROR, 0.0)

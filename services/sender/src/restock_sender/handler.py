@@ -66,6 +66,8 @@ from restock_sender.templates import restock_variables
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("restock.sender")
 
+TEMPLATE_ERROR = "template-error"  # the decision of a job whose pinned template does not render
+
 
 def _job_context(job: ClaimedJob) -> otel_context.Context | None:
     """The job's own trace (stored at freeze), so a retry hours later joins the restock's trace."""
@@ -264,13 +266,20 @@ class JobHandler:
                 raise RenderError(f"template {job.template_id} pinned on the job does not exist")
             rendered = self.renderer.render(template, variables)
         except RenderError as error:
+            # Not the channel's fault (no pause) nor the recipient's, and the version is pinned, so no retry
+            # can render it: dead-lettered at once, where the backlog gauge and operators see it (ADR 28).
+            log.error(
+                "pinned template does not render; job dead-lettered",
+                extra={"job_id": job.job_id, "template_id": job.template_id, "reason": str(error)[:200]},
+            )
             return await self._conclude(
                 job,
-                Decision(Event.CONFIGURATION_ERROR),
+                Decision(Event.UNRENDERABLE),
                 started,
+                decision_note=TEMPLATE_ERROR,
                 variables=variables,
                 error_kind="configuration",
-                error_detail=str(error),
+                error_detail=str(error)[:2000],
                 template=template,
             )
         try:
@@ -392,6 +401,11 @@ class JobHandler:
             )
             if self.pause is not None:
                 await self.pause.pause(classification.reason, error.code)
+        elif classification.kind == "unknown":
+            log.error(
+                "provider's answer lost after the request went out; job indeterminate, not sent again",
+                extra={"job_id": job.job_id, "error_kind": error.kind},
+            )
         decision = decide(classification, job.attempt, job.policy, self.rng)
         return await self._conclude(
             job,

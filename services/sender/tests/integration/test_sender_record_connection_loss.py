@@ -245,3 +245,36 @@ async def test_a_record_and_mark_survives_a_lost_connection_and_a_lost_answer_on
 
     assert await _logs(sent.job_id) == [{"outcome": "sent"}]
     assert (await _mark(following.job_id) or {})["provider_called_at"] == first
+
+
+async def test_a_late_record_of_an_earlier_attempt_never_overwrites_the_attempt_that_took_the_job_over(
+    store: PiccoloJobStore,
+) -> None:
+    # Attempt 1 ran past its lease; the job was given back and claimed again (attempt 2, processing again).
+    # Attempt 1's record arrives late: logged, but the job stays attempt 2's, whose record then applies.
+    first = await _claimed(store, "ada@example.com")
+    await NotificationJob.update({NotificationJob.state: "pending"}).where(NotificationJob.id == first.job_id)
+    second = await store.claim(first.job_id, 60)
+    assert isinstance(second, ClaimedJob)
+    assert second.attempt == first.attempt + 1
+
+    late = dataclasses.replace(_sent(first), state=JobState.FAILED_TEMPORARY, error_kind="temporary")
+    assert await store.record(late) is False
+    row = await NotificationJob.select(NotificationJob.state, NotificationJob.attempt).where(
+        NotificationJob.id == first.job_id
+    )
+    assert row == [{"state": "processing", "attempt": second.attempt}]
+
+    assert await store.record(_sent(second)) is True
+    logs = (
+        await NotificationLog.select(NotificationLog.attempt, NotificationLog.outcome)
+        .where(NotificationLog.job == first.job_id)
+        .order_by(NotificationLog.attempt)
+    )
+    assert logs == [
+        {"attempt": first.attempt, "outcome": "failed-temporary"},
+        {"attempt": second.attempt, "outcome": "sent"},
+    ]
+    assert (
+        await NotificationJob.select(NotificationJob.state).where(NotificationJob.id == first.job_id)
+    ) == [{"state": "sent"}]

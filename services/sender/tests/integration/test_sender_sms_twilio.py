@@ -683,7 +683,7 @@ async def test_a_pinned_stored_template_is_rendered_marked_used_and_logged(
     assert len(await Template.select().where(Template.tenant == shop.tenant_id)) == 2
 
 
-async def test_a_pinned_template_that_fails_at_send_time_is_a_configuration_error_and_the_job_waits(
+async def test_a_pinned_template_that_fails_at_send_time_dead_letters_the_job_where_operators_see_it(
     pipeline: Pipeline, broker: Broker, sandbox: httpx.AsyncClient
 ) -> None:
     shop = await seed_shop()
@@ -698,7 +698,8 @@ async def test_a_pinned_template_that_fails_at_send_time_is_a_configuration_erro
 
     await wait_for(logged)
     [log] = await logs(job_id)
-    assert (await job(job_id))["state"] == "pending"
+    stored = await job(job_id)
+    assert (stored["state"], stored["decision"]) == ("dead-letter", "template-error")
     assert log["error_kind"] == "configuration"
     assert await peer_messages(sandbox) == []
 

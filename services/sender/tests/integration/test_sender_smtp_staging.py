@@ -17,7 +17,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -49,6 +49,9 @@ class Peer:
     recipients: list[str] = field(default_factory=list)
     refuse_rcpt: dict[str, str] = field(default_factory=dict)
     refuse_data: dict[str, str] = field(default_factory=dict)
+    # Accepted at the final dot, then the connection dropped before the reply: the client cannot know.
+    drop_after_accepting: set[str] = field(default_factory=set)
+    servers: list[SMTPServer] = field(default_factory=list)
     sessions: int = 0
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
@@ -62,6 +65,8 @@ class Peer:
         if envelope.rcpt_tos[0] in self.refuse_data:
             return self.refuse_data[envelope.rcpt_tos[0]]
         self.messages.append(email.message_from_bytes(envelope.content))
+        if envelope.rcpt_tos[0] in self.drop_after_accepting:
+            server.transport.abort()
         return "250 2.0.0 Message accepted for delivery"
 
     def delivered_to(self) -> list[str]:
@@ -75,7 +80,8 @@ async def peer() -> AsyncIterator[tuple[Peer, int]]:
 
     def session() -> SMTPServer:
         handler.sessions += 1
-        return SMTPServer(handler, hostname="localhost", loop=loop)
+        handler.servers.append(SMTPServer(handler, hostname="localhost", loop=loop))
+        return handler.servers[-1]
 
     server = await loop.create_server(session, "127.0.0.1", 0)
     yield handler, server.sockets[0].getsockname()[1]
@@ -83,14 +89,20 @@ async def peer() -> AsyncIterator[tuple[Peer, int]]:
     await server.wait_closed()
 
 
-def provider(port: int, pool_size: int) -> SmtpProvider:
+def provider(
+    port: int,
+    pool_size: int,
+    *,
+    username: str | None = None,
+    tls: Literal["none", "starttls", "tls"] = "none",
+) -> SmtpProvider:
     return SmtpProvider(
         host="127.0.0.1",
         port=port,
         sender="Restock <alerts@restock.test>",
-        username=None,
-        password=None,
-        tls="none",
+        username=username,
+        password="secret" if username else None,
+        tls=tls,
         pool_size=pool_size,
     )
 
@@ -170,6 +182,63 @@ async def test_a_message_refused_at_its_final_dot_is_the_replys_data(peer: tuple
         await smtp.close()
     assert (refused.value.kind, refused.value.code) == ("response", "554")
     assert handler.delivered_to() == ["ann@example.com"]
+
+
+async def test_a_connection_lost_after_the_final_dot_is_a_lost_reply_never_a_retryable_failure(
+    peer: tuple[Peer, int],
+) -> None:
+    # The server kept the message and dropped the line before its 250: a retry would send it twice (ADR 28).
+    handler, port = peer
+    handler.drop_after_accepting.add("ann@example.com")
+    smtp = provider(port, pool_size=1)
+    try:
+        staged = await stage(smtp, "ann@example.com")
+        with pytest.raises(ProviderError) as lost:
+            await staged.finish()
+        await (await stage(smtp, "bob@example.com")).finish()  # the pool reopens the session
+    finally:
+        await smtp.close()
+    assert lost.value.kind == "lost-reply"
+    assert handler.delivered_to() == ["ann@example.com", "bob@example.com"]
+
+
+async def test_a_connection_lost_while_staged_is_a_connection_failure_and_nothing_is_delivered(
+    peer: tuple[Peer, int],
+) -> None:
+    # Dropped before the final dot was written: the server discards the unfinished message; a retry is safe.
+    handler, port = peer
+    smtp = provider(port, pool_size=1)
+    try:
+        staged = await stage(smtp, "ann@example.com")
+        handler.servers[-1].transport.close()
+        await asyncio.sleep(0.5)  # the client (same loop, loopback) reads the end of the stream meanwhile
+        with pytest.raises(ProviderError) as dropped:
+            await staged.finish()
+    finally:
+        await smtp.close()
+    assert dropped.value.kind == "connection"
+    assert handler.messages == []
+
+
+@pytest.mark.parametrize(
+    ("settings", "missing"),
+    [({"username": "restock"}, "AUTH"), ({"tls": "starttls"}, "STARTTLS")],
+)
+async def test_a_server_lacking_what_the_settings_ask_for_is_a_setup_error(
+    peer: tuple[Peer, int], settings: dict[str, Any], missing: str
+) -> None:
+    # aiosmtpd without an authenticator or a TLS context offers neither AUTH nor STARTTLS: no recipient is
+    # at fault, so the channel pauses (Configuration) instead of spending attempts (ADR 28).
+    handler, port = peer
+    smtp = provider(port, pool_size=1, **settings)
+    try:
+        with pytest.raises(ProviderError) as unusable:
+            await stage(smtp, "ann@example.com")
+    finally:
+        await smtp.close()
+    assert unusable.value.kind == "setup"
+    assert missing in unusable.value.detail
+    assert handler.recipients == []
 
 
 # --- the real sender process killed inside its provider-call window -------------------------------------

@@ -20,6 +20,7 @@ from restock_sender.delivery import (
     ProviderError,
     Retry,
     RetryPolicy,
+    Unknown,
     backoff,
     classify,
     decide,
@@ -43,6 +44,8 @@ S, E = JobState, Event
         (S.PROCESSING, E.CONFIGURATION_ERROR, S.PENDING),
         (S.PROCESSING, E.OPTED_OUT, S.SKIPPED_OPTED_OUT),
         (S.PROCESSING, E.LEASE_EXPIRED, S.INDETERMINATE),
+        (S.PROCESSING, E.OUTCOME_UNKNOWN, S.INDETERMINATE),
+        (S.PROCESSING, E.UNRENDERABLE, S.DEAD_LETTER),
         (S.FAILED_TEMPORARY, E.RETRY_DUE, S.PENDING),
         (S.DEAD_LETTER, E.REPLAY, S.PENDING),
         (S.INDETERMINATE, E.REPLAY, S.PENDING),
@@ -64,6 +67,8 @@ def test_allowed_transitions(state: JobState, event: Event, expected: JobState) 
         (S.SKIPPED_OPTED_OUT, E.CLAIM),
         (S.DUPLICATE_SUPPRESSED, E.REPLAY),
         (S.INDETERMINATE, E.CLAIM),
+        (S.PENDING, E.OUTCOME_UNKNOWN),
+        (S.SENT, E.UNRENDERABLE),
     ],
 )
 def test_refused_transitions(state: JobState, event: Event) -> None:
@@ -119,6 +124,12 @@ def test_no_job_leaves_a_terminal_state_except_by_replay(events: list[Event]) ->
         (ProviderError("connection", None, "Connection refused"), Retry),
         (ProviderError("protocol", None, "garbled reply"), Retry),
         (ProviderError("protocol", "5.6.0", "message could not be composed"), Permanent),
+        # After the final dot nobody can say whether the server kept the message: never retried (ADR 28).
+        (ProviderError("lost-reply", None, "connection after the final dot"), Unknown),
+        (ProviderError("lost-reply", None, "timeout after the final dot"), Unknown),
+        # The server lacks what our settings ask for: the channel pauses, no recipient pays (ADR 28).
+        (ProviderError("setup", None, "SMTP STARTTLS extension not supported by server."), Configuration),
+        (ProviderError("setup", None, "The SMTP AUTH extension is not supported"), Configuration),
     ],
 )
 def test_classify_smtp_errors(error: ProviderError, expected: type) -> None:
@@ -163,6 +174,8 @@ POLICY = RetryPolicy(max_attempts=3, base_seconds=10.0, cap_seconds=100.0)
         (None, 1, Decision(E.DELIVERED)),
         (Permanent("550"), 1, Decision(E.PERMANENT_FAILURE)),
         (Configuration("535"), 1, Decision(E.CONFIGURATION_ERROR, 0.0)),
+        (Unknown("lost reply"), 1, Decision(E.OUTCOME_UNKNOWN)),
+        (Unknown("lost reply"), 3, Decision(E.OUTCOME_UNKNOWN)),
         (Retry("451"), 1, Decision(E.TEMPORARY_FAILURE, 5.0)),
         (Retry("451"), 2, Decision(E.TEMPORARY_FAILURE, 10.0)),
         (Retry("451"), 3, Decision(E.ATTEMPTS_EXHAUSTED)),
@@ -170,6 +183,6 @@ POLICY = RetryPolicy(max_attempts=3, base_seconds=10.0, cap_seconds=100.0)
     ],
 )
 def test_decide_retry_or_dead_letter(
-    outcome: Retry | Permanent | Configuration | None, attempt: int, expected: Decision
+    outcome: Retry | Permanent | Configuration | Unknown | None, attempt: int, expected: Decision
 ) -> None:
     assert decide(outcome, attempt, POLICY, lambda: 0.5) == expected

@@ -223,10 +223,28 @@ async def test_configuration_error_returns_the_job_to_pending() -> None:
     assert store.records[0].error_kind == "configuration"
 
 
-async def test_broken_template_is_a_configuration_error_and_sends_nothing() -> None:
+async def test_an_unrenderable_pinned_template_dead_letters_the_job_and_sends_nothing() -> None:
+    # Before: back to pending with no due time, published by nobody: stuck for good, unseen (ADR 28).
     store, provider = FakeJobStore(claimed()), FakeProvider()
-    assert await make_handler(store, provider, renderer=BrokenRenderer()).handle(1) is JobState.PENDING
+    assert await make_handler(store, provider, renderer=BrokenRenderer()).handle(1) is JobState.DEAD_LETTER
     assert provider.sent == []
+    [record] = store.records
+    assert (record.error_kind, record.decision) == ("configuration", "template-error")
+
+
+async def test_an_answer_lost_after_the_request_went_out_makes_the_job_indeterminate_never_retried() -> None:
+    error = ProviderError("lost-reply", None, "connection after the final dot")
+    store, provider = FakeJobStore(claimed(attempt=1)), FakeProvider({"a@example.com": error})
+    assert await make_handler(store, provider).handle(1) is JobState.INDETERMINATE
+    [record] = store.records
+    assert (record.error_kind, record.next_attempt_at) == ("unknown", None)
+
+
+async def test_a_provider_unusable_as_configured_returns_the_job_to_pending() -> None:
+    error = ProviderError("setup", None, "SMTP STARTTLS extension not supported by server.")
+    store, provider = FakeJobStore(claimed()), FakeProvider({"a@example.com": error})
+    assert await make_handler(store, provider).handle(1) is JobState.PENDING
+    assert store.records[0].error_kind == "configuration"
 
 
 async def test_a_job_not_claimable_is_neither_sent_nor_recorded() -> None:

@@ -214,10 +214,14 @@ async def test_a_pinned_template_is_loaded_marked_used_and_logged() -> None:
     assert store.records[0].template is stored
 
 
-async def test_a_pinned_template_that_is_gone_is_a_configuration_error() -> None:
+async def test_a_pinned_template_that_is_gone_dead_letters_the_job() -> None:
     store, twilio = FakeJobStore(sms_job(template_id=9)), FakeTwilio()
-    assert await sms_handler(store, twilio, FakeTemplates()).handle(1) is JobState.PENDING
-    assert (store.records[0].error_kind, twilio.sent) == ("configuration", [])
+    assert await sms_handler(store, twilio, FakeTemplates()).handle(1) is JobState.DEAD_LETTER
+    assert (store.records[0].error_kind, store.records[0].decision, twilio.sent) == (
+        "configuration",
+        "template-error",
+        [],
+    )
 
 
 # --- the lease reaper ---------------------------------------------------------------------------------

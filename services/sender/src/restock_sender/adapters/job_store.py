@@ -4,7 +4,8 @@ The claim is one compare-and-set statement: it moves the job from ``pending`` to
 + 1, a lease) and, in the same round trip, reads what sending needs (the subscription's address and
 consent, the variant's title, the shop, its retry rules). No row comes back when another sender, or an
 earlier delivery of the same batch, got there first. The record is also guarded by ``state =
-'processing'``: a job whose lease was taken over is not overwritten, but its attempt is still logged.
+'processing'`` and the attempt number: a job whose lease was taken over is not overwritten, but its attempt
+is still logged.
 """
 
 from __future__ import annotations
@@ -44,15 +45,16 @@ SELECT c.id, c.tenant, c.subscription, c.variant_id, c.channel, c.notification_k
 
 # An attempt's record in one statement, so one round trip (a sender keeps its email sends between the
 # provider-call mark and this record few, ADR 21, so its cost is paid per message): the job's new state
-# (only if still processing: a job whose lease was taken over is not overwritten, but its attempt is still
-# logged), the log row, and on ``sent`` the subscription's counters. ``updated``: whether the job moved.
+# (only if still processing *this* attempt: a job whose lease was reaped and claimed again belongs to the
+# newer attempt, which this late record must not overwrite; its attempt is still logged), the log row, and
+# on ``sent`` the subscription's counters. ``updated``: whether the job moved.
 _RECORD_CTES = """
 WITH job AS (
     UPDATE notification_jobs
        SET state = {}, lease_until = NULL, next_attempt_at = {}, decision = {}, last_error_kind = {},
            last_error = {}, sent_at = CASE WHEN {} THEN now() ELSE sent_at END,
            template_version = COALESCE({}, template_version), updated_at = now()
-     WHERE id = {} AND state = {}
+     WHERE id = {} AND state = {} AND attempt = {}
     RETURNING id, subscription, state
 ), logged AS (
     INSERT INTO notification_logs (tenant, job, attempt, channel, outcome, provider, provider_message_id,
@@ -240,6 +242,7 @@ class PiccoloJobStore:
             template.version if template else None,
             job.job_id,
             job.state.value,
+            job.attempt,
             job.tenant_id,
             job.job_id,
             job.attempt,

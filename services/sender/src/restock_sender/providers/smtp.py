@@ -24,6 +24,7 @@ import email.policy
 import functools
 import hashlib
 import io
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -147,6 +148,8 @@ def _compose_smtputf8(message: EmailMessage, sender: str) -> MimeMessage:
 
 def provider_error(error: Exception) -> ProviderError:
     """An SMTP failure as data."""
+    if isinstance(error, ProviderError):  # already classified where it happened (``_connect``)
+        return error
     if isinstance(error, aiosmtplib.SMTPRecipientsRefused) and error.recipients:
         refused = error.recipients[0]
         return ProviderError("response", str(refused.code), refused.message)
@@ -162,6 +165,26 @@ def provider_error(error: Exception) -> ProviderError:
 def _keeps_connection(error: ProviderError) -> bool:
     """A refusal of one message leaves the session usable (aiosmtplib sent RSET); anything else does not."""
     return error.kind == "response" and error.code != "421"
+
+
+async def _connect(client: aiosmtplib.SMTP) -> None:
+    """Connect (TLS, STARTTLS and AUTH as configured). A server that cannot be used as configured (no
+    STARTTLS, no AUTH for our credentials, a TLS handshake it or we refuse) is a ``setup`` error, which
+    pauses the channel instead of spending recipients' attempts; a 535 is a reply, classified by its code."""
+    try:
+        await client.connect()
+    except aiosmtplib.SMTPException as error:
+        client.close()  # half set up (say, connected without AUTH): never used for a message
+        if isinstance(error.__cause__, ssl.SSLError) or type(error) in _SETUP_ERRORS:
+            raise ProviderError("setup", None, str(error)) from None
+        raise
+    except ssl.SSLError as error:  # a STARTTLS handshake (implicit TLS's comes wrapped, above)
+        client.close()
+        raise ProviderError("setup", None, f"TLS handshake failed: {error}") from None
+
+
+# What aiosmtplib raises, unwrapped, when the server lacks what our settings ask for (STARTTLS, AUTH).
+_SETUP_ERRORS = (aiosmtplib.SMTPException, aiosmtplib.SMTPNotSupported)
 
 
 @dataclass
@@ -317,9 +340,17 @@ class SmtpProvider:
         client.protocol.write(PERIOD_REGEX.sub(b"..", body))
 
     async def _finish(self, session: _Session) -> str:
-        """The final dot and the server's reply: the message is accepted (250) or refused."""
+        """The final dot and the server's reply: the message is accepted (250) or refused. Once the dot is
+        written, a lost connection or a timeout leaves the outcome unknown: the server may have accepted
+        the message (RFC 5321 4.1.1.4; RFC 1047), so that is a ``lost-reply``, never retried (ADR 28)."""
         client = session.client
+        transport = client.protocol.transport if client.protocol is not None else None
+        dot_written = False
         try:
+            if transport is None or transport.is_closing():
+                # Dropped while staged: the dot never leaves, and a server discards an unterminated message.
+                raise aiosmtplib.SMTPServerDisconnected("connection lost before the final dot")
+            dot_written = True  # execute_command writes it before its first await
             response = await client.execute_command(b".")
             if response.code != aiosmtplib.SMTPStatus.completed:
                 raise aiosmtplib.SMTPDataError(response.code, response.message)
@@ -328,6 +359,8 @@ class SmtpProvider:
             raise
         except Exception as error:
             failure = provider_error(error)
+            if dot_written and failure.kind in ("timeout", "connection"):
+                failure = ProviderError("lost-reply", None, f"{failure.kind} after the final dot")
             await self._reset(session, failure)
             raise failure from None
         session.last_used = self.clock()
@@ -354,7 +387,7 @@ class SmtpProvider:
             except (aiosmtplib.SMTPException, OSError):
                 client.close()
         if not client.is_connected:
-            await client.connect()
+            await _connect(client)
 
     async def close(self) -> None:
         """QUIT every open session (at shutdown)."""

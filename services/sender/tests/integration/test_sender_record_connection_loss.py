@@ -278,3 +278,22 @@ async def test_a_late_record_of_an_earlier_attempt_never_overwrites_the_attempt_
     assert (
         await NotificationJob.select(NotificationJob.state).where(NotificationJob.id == first.job_id)
     ) == [{"state": "sent"}]
+
+
+async def test_a_configuration_error_gives_its_attempt_back_so_a_pause_never_spends_the_retry_budget(
+    store: PiccoloJobStore,
+) -> None:
+    job = await _claimed(store, "ada@example.com")
+    refused = dataclasses.replace(
+        _sent(job), state=JobState.PENDING, receipt=None, error_kind="configuration", error_code="535"
+    )
+    assert await store.record(refused) is True
+    row = await NotificationJob.select(NotificationJob.state, NotificationJob.attempt).where(
+        NotificationJob.id == job.job_id
+    )
+    assert row == [{"state": "pending", "attempt": job.attempt - 1}]
+    logs = await NotificationLog.select(NotificationLog.attempt).where(NotificationLog.job == job.job_id)
+    assert logs == [{"attempt": job.attempt}]  # the attempt is still logged under its number
+    again = await store.claim(job.job_id, 60)
+    assert isinstance(again, ClaimedJob)
+    assert again.attempt == job.attempt

@@ -51,7 +51,8 @@ SELECT c.id, c.tenant, c.subscription, c.variant_id, c.channel, c.notification_k
 _RECORD_CTES = """
 WITH job AS (
     UPDATE notification_jobs
-       SET state = {}, lease_until = NULL, next_attempt_at = {}, decision = {}, last_error_kind = {},
+       SET state = {}, attempt = attempt - CASE WHEN {} THEN 1 ELSE 0 END, lease_until = NULL,
+           next_attempt_at = {}, decision = {}, last_error_kind = {},
            last_error = {}, sent_at = CASE WHEN {} THEN now() ELSE sent_at END,
            template_version = COALESCE({}, template_version), updated_at = now()
      WHERE id = {} AND state = {} AND attempt = {}
@@ -234,6 +235,10 @@ class PiccoloJobStore:
         template = record.template
         return (
             record.state.value,
+            # Back to pending from processing is a configuration error (our setup, not the recipient's
+            # fate): the attempt is given back, as a released claim's is, so pauses never spend the
+            # retry budget into dead-letter (issue 7: "nothing is burned into dead-letter").
+            record.state is JobState.PENDING,
             record.next_attempt_at,
             record.decision,
             record.error_kind,

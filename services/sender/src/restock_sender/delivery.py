@@ -18,8 +18,9 @@ before the provider is called, with the attempt number. From ``processing`` exac
 - the job's pinned template cannot be rendered (gone, or it fails on this job's variables): no attempt of
   this job can succeed until someone acts, so ``dead-letter`` at once, where operators see it (ADR 28);
 - our own configuration is wrong (e.g. SMTP auth): the job goes back to ``pending`` untouched by the
-  recipient's fate, due again at once, its attempt given back (a pause never spends the retry budget); the channel, not the job, is at fault, and pauses
-  (``restock_sender.pause``) until its provider accepts our configuration.
+  recipient's fate, due again at once, its attempt given back (a pause never spends the retry budget);
+  the channel, not the job, is at fault, and pauses (``restock_sender.pause``) until its provider accepts
+  our configuration.
 
 Before the claim, admission (``restock_sender.admission``) may ``defer`` a pending job: it stays
 ``pending`` with a ``next_attempt_at`` (a rate limit, a send window, a paused channel) and no attempt

@@ -7,8 +7,9 @@ the schema describes the input, hand-written Hypothesis strategies where it does
   (the Shopify webhook's signed JSON and headers, Twilio's signed forms, the App Proxy's signed query), so
   the fuzzer sends those too.
 - Unsigned, the fuzzer meets the signature checks: 401 on the App Proxy routes, 403 on Twilio's webhooks,
-  401 on Shopify's webhook; a forged public link token is a 400 page. Never a 5xx; data the schema forbids
-  is refused (``negative_data_rejection``).
+  401 on Shopify's webhook and on the admin API (no session token); a forged public link token is a 400
+  page. With an operator's session token, the admin API's query and body validation is fuzzed. Never a
+  5xx; data the schema forbids is refused (``negative_data_rejection``).
 - Signed as Shopify's App Proxy signs (``restock_sandbox.shopify.proxy.signed_params``, per case, now), the
   fuzzer reaches the signup validation, and a hand-written strategy aims at it: bad emails and phones,
   wrong types, huge fields -> a 4xx with a reason, never a 5xx; a refused signup writes nothing. Signed
@@ -27,7 +28,9 @@ schemathesis 4.32's pytest integration (``from_fixture``) does not run under pyt
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -35,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import httpx
+import jwt
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -48,6 +52,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from restock_common.settings import Settings
 from restock_common.signatures import shopify_webhook_hmac, twilio_signature
 from restock_sandbox.shopify.proxy import signed_params
 from restock_sandbox.stack import Stack
@@ -177,6 +182,19 @@ def test_twilio_webhooks_refuse_unsigned_requests(
     fuzz_strategy(strategy, refused_with(403, 413), _unchanged)
 
 
+ADMIN_API = ["GET /admin/api/jobs", "POST /admin/api/jobs/replay"]
+
+
+@pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
+@pytest.mark.parametrize("operation", ADMIN_API)
+def test_admin_api_refuses_requests_without_a_session_token(
+    admin_schema: schemathesis.BaseSchema, operation: str, mode: GenerationMode
+) -> None:
+    # The guard answers before the query or body is read: 401 whatever they hold (413: over the body cap).
+    strategy = operation_of(admin_schema, operation).as_strategy(generation_mode=mode)
+    fuzz_strategy(strategy, refused_with(401, 413), _unchanged)
+
+
 def test_shopify_webhook_refuses_unsigned_requests(detector_schema: schemathesis.BaseSchema) -> None:
     operation = operation_of(detector_schema, "POST /webhooks/shopify")
     strategy = operation.as_strategy(generation_mode=GenerationMode.POSITIVE)
@@ -230,6 +248,68 @@ def test_app_proxy_signed_fuzz_reaches_validation(
         case.query = dict(signed_params(shopify_secret, FUZZ_SHOP, datetime.now(UTC)))
 
     fuzz_strategy(strategy, _reached_validation, sign)
+
+
+ADMIN_STAFF = "contracts-operator"
+
+
+@pytest.fixture(scope="package")
+def operator_token(stack: Stack, contracts_env: dict[str, str]) -> Callable[[], str]:
+    """``operator_token()``: a fresh Shopify session token of an operator of ``FUZZ_SHOP``."""
+
+    async def grant() -> None:
+        db = await asyncpg.connect(contracts_env["RESTOCK_DATABASE_URL"])
+        try:
+            await db.execute(
+                "INSERT INTO staff_permissions (tenant, user_id, role) SELECT id, $2, 'operator' FROM tenants"
+                " WHERE shop_domain = $1 ON CONFLICT DO NOTHING",
+                FUZZ_SHOP,
+                ADMIN_STAFF,
+            )
+        finally:
+            await db.close()
+
+    asyncio.run(grant())
+    secret = contracts_env["RESTOCK_SHOPIFY_API_SECRET"]
+    api_key = contracts_env.get("RESTOCK_SHOPIFY_API_KEY", Settings.model_fields["shopify_api_key"].default)
+
+    def token() -> str:
+        now = int(time.time())
+        claims = {
+            "iss": f"https://{FUZZ_SHOP}/admin",
+            "dest": f"https://{FUZZ_SHOP}",
+            "aud": api_key,
+            "sub": ADMIN_STAFF,
+            "exp": now + 60,
+            "nbf": now - 5,
+        }
+        return "Bearer " + jwt.encode(claims, secret, algorithm="HS256")
+
+    return token
+
+
+@pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
+@pytest.mark.parametrize("operation", ADMIN_API)
+def test_admin_api_with_a_session_token_reaches_validation(
+    admin_schema: schemathesis.BaseSchema,
+    operator_token: Callable[[], str],
+    operation: str,
+    mode: GenerationMode,
+) -> None:
+    """Past the guard (an operator of the shop): answered, or refused 400 with a reason; never a 5xx. Fuzzed
+    job ids are answered ``not-found`` (none of the shop's jobs is replayable)."""
+
+    def authorize(case: Case) -> None:
+        case.headers = {**(case.headers or {}), "Authorization": operator_token()}
+
+    def answered(case: Case, response: schemathesis.Response) -> None:
+        assert response.status_code in {200, 400, 413}, (response.status_code, response.text[:300], case.body)
+        if response.status_code == 400:
+            assert reason_of(response), response.text[:300]
+
+    fuzz_strategy(
+        operation_of(admin_schema, operation).as_strategy(generation_mode=mode), answered, authorize
+    )
 
 
 HUGE = 70 * 1024  # over the App Proxy routes' 64 KiB body cap

@@ -9,12 +9,15 @@ Rules
   is refused.
 - A replayed job starts a new attempt series: attempt 0, no ``next_attempt_at``, no lease, decision
   ``replayed``, and ``enqueued_at`` NULL: the sender's scheduler publishes pending jobs never published.
+- A replay scoped to a shop (``tenant_id``: a shop's staff in the admin API) sees only that shop's jobs: any
+  other id is refused ``not-found``, exactly like an id that does not exist, and is neither locked nor
+  touched. Unscoped (the CLI: platform operators) it replays any shop's jobs.
 - The jobs are locked first, then reset, and one ``audit_log`` row (actor, reason, the requested ids, what
   was replayed and why each refusal) is written, all in one transaction: two replays cannot interleave
   and an unaudited replay cannot exist.
 
-Used by ``python -m restock_admin jobs replay`` and, later, the admin API. The decision (``plan_replay``)
-is pure; the statements live in ``PiccoloReplayStore``.
+Used by ``python -m restock_admin jobs replay`` and the admin API (``POST /admin/api/jobs/replay``). The
+decision (``plan_replay``) is pure; the statements live in ``PiccoloReplayStore``.
 """
 
 from __future__ import annotations
@@ -93,13 +96,21 @@ def plan_replay(job_ids: Iterable[int], snapshots: Iterable[JobSnapshot]) -> Rep
 
 
 def audit_entry(
-    job_ids: Sequence[int], result: ReplayResult, actor: str, reason: str, snapshots: Iterable[JobSnapshot]
+    job_ids: Sequence[int],
+    result: ReplayResult,
+    actor: str,
+    reason: str,
+    snapshots: Iterable[JobSnapshot],
+    tenant_id: int | None = None,
 ) -> AuditEntry:
-    """The audit row of a replay. Its tenant is the jobs' shop when they all belong to one (a shop's admin
-    sees it), else NULL (an operator's cross-shop action)."""
+    """The audit row of a replay. Its tenant is the scope's shop when scoped (even if no id was found), else
+    the jobs' shop when they all belong to one (a shop's admin sees it), else NULL (an operator's cross-shop
+    action)."""
     tenants = {snapshot.tenant_id for snapshot in snapshots}
+    if tenant_id is None and len(tenants) == 1:
+        tenant_id = tenants.pop()
     return AuditEntry(
-        tenant_id=tenants.pop() if len(tenants) == 1 else None,
+        tenant_id=tenant_id,
         actor=actor,
         action=ACTION,
         target_type="notification_job",
@@ -119,8 +130,9 @@ class ReplayStore(Protocol):
         """One database transaction (the calls below made inside it join it)."""
         ...
 
-    async def lock(self, job_ids: Sequence[int]) -> list[JobSnapshot]:
-        """The existing jobs among ``job_ids``, locked until the transaction ends."""
+    async def lock(self, job_ids: Sequence[int], tenant_id: int | None = None) -> list[JobSnapshot]:
+        """The existing jobs among ``job_ids`` (only those of ``tenant_id`` when given; no other row is
+        read or locked), locked until the transaction ends."""
         ...
 
     async def reset(self, job_ids: Sequence[int]) -> list[int]:
@@ -132,14 +144,19 @@ class ReplayStore(Protocol):
         ...
 
 
-async def replay(store: ReplayStore, job_ids: Sequence[int], actor: str, reason: str) -> ReplayResult:
-    """Replay ``job_ids`` on behalf of ``actor`` (see the module's rules)."""
+async def replay(
+    store: ReplayStore, job_ids: Sequence[int], actor: str, reason: str, *, tenant_id: int | None = None
+) -> ReplayResult:
+    """Replay ``job_ids`` on behalf of ``actor``, only among ``tenant_id``'s jobs when given (see the
+    module's rules)."""
     if not actor.strip():
         raise ValueError("a replay needs an actor")
     if not job_ids:
         raise ValueError("no job to replay")
     async with store.transaction():
-        snapshots = await store.lock(job_ids)
+        snapshots = await store.lock(job_ids, tenant_id)
+        # The store's filter is the scope; this keeps a store that ignored it from crossing shops.
+        snapshots = [s for s in snapshots if tenant_id is None or s.tenant_id == tenant_id]
         plan = plan_replay(job_ids, snapshots)
         moved = await store.reset(plan.replayed) if plan.replayed else []
         # The rows were locked, so nothing can leave a replayable state in between; kept as a guard.
@@ -147,14 +164,14 @@ async def replay(store: ReplayStore, job_ids: Sequence[int], actor: str, reason:
         result = ReplayResult(
             [job_id for job_id in plan.replayed if job_id in moved], {**plan.refused, **lost}
         )
-        await store.audit(audit_entry(job_ids, result, actor, reason, snapshots))
+        await store.audit(audit_entry(job_ids, result, actor, reason, snapshots, tenant_id))
     return result
 
 
 _LOCK = """
 SELECT j.id, j.tenant, j.state, s.state AS subscription_state, s.unsubscribed_at
   FROM notification_jobs j JOIN subscriptions s ON s.id = j.subscription
- WHERE j.id = ANY({}::bigint[])
+ WHERE j.id = ANY({}::bigint[]) AND ({}::bigint IS NULL OR j.tenant = {}::bigint)
    FOR UPDATE OF j
 """
 
@@ -174,8 +191,8 @@ class PiccoloReplayStore:
         engine: Any = NotificationJob._meta.db
         return db_transaction(engine)
 
-    async def lock(self, job_ids: Sequence[int]) -> list[JobSnapshot]:
-        rows = await NotificationJob.raw(_LOCK, list(job_ids))
+    async def lock(self, job_ids: Sequence[int], tenant_id: int | None = None) -> list[JobSnapshot]:
+        rows = await NotificationJob.raw(_LOCK, list(job_ids), tenant_id, tenant_id)
         return [
             JobSnapshot(
                 row["id"], row["tenant"], row["state"], row["subscription_state"], row["unsubscribed_at"]

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
 
     shopify_api_secret: SecretStr = SecretStr(DEVELOPMENT_SECRET)
     shopify_api_base_url: str = "http://127.0.0.1:8025"
+    # The app's client id (not a secret): the ``aud`` of the session tokens Shopify's App Bridge gives the
+    # embedded admin, which the admin API verifies with ``shopify_api_secret`` (ADR 29).
+    shopify_api_key: str = Field(default="restock-dev-app", min_length=1)
 
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 2525

@@ -93,9 +93,10 @@ class RecordingReplayStore:
 
         return transaction()
 
-    async def lock(self, job_ids: Sequence[int]) -> list[JobSnapshot]:
+    async def lock(self, job_ids: Sequence[int], tenant_id: int | None = None) -> list[JobSnapshot]:
         self.calls.append(("lock", self._open))
-        return [self.jobs[job_id] for job_id in job_ids if job_id in self.jobs]
+        found = [self.jobs[job_id] for job_id in job_ids if job_id in self.jobs]
+        return [job for job in found if tenant_id is None or job.tenant_id == tenant_id]
 
     async def reset(self, job_ids: Sequence[int]) -> list[int]:
         self.calls.append(("reset", self._open))
@@ -137,3 +138,37 @@ async def test_a_replay_needs_an_actor_and_jobs(job_ids: list[int], actor: str) 
     with pytest.raises(ValueError):
         await replay(store, job_ids, actor, "")
     assert store.calls == []
+
+
+async def test_a_scoped_replay_answers_another_shops_job_as_not_found_and_audits_under_its_shop() -> None:
+    store = RecordingReplayStore({1: snapshot(1), 2: snapshot(2, tenant_id=8)})
+    result = await replay(store, [1, 2], "shopify-staff:a:42", "outage over", tenant_id=7)
+    assert result == ReplayResult([1], {2: "not-found"})
+    assert store.jobs[2].state == "dead-letter"
+    [entry] = store.audits
+    assert entry.tenant_id == 7
+
+
+async def test_a_scoped_replay_with_nothing_found_is_audited_under_its_shop() -> None:
+    store = RecordingReplayStore({2: snapshot(2, tenant_id=8)})
+    result = await replay(store, [2], "shopify-staff:a:42", "why", tenant_id=7)
+    assert result == ReplayResult([], {2: "not-found"})
+    assert store.audits[0].tenant_id == 7
+
+
+async def test_a_store_ignoring_the_scope_still_cannot_cross_shops() -> None:
+    class Unscoped(RecordingReplayStore):
+        async def lock(self, job_ids: Sequence[int], tenant_id: int | None = None) -> list[JobSnapshot]:
+            return await super().lock(job_ids)
+
+    store = Unscoped({2: snapshot(2, tenant_id=8)})
+    assert await replay(store, [2], "shopify-staff:a:42", "why", tenant_id=7) == ReplayResult(
+        [], {2: "not-found"}
+    )
+    assert store.jobs[2].state == "dead-letter"
+
+
+async def test_an_unscoped_replay_replays_any_shops_jobs() -> None:
+    store = RecordingReplayStore({1: snapshot(1), 2: snapshot(2, tenant_id=8)})
+    assert await replay(store, [1, 2], "ops", "") == ReplayResult([1, 2], {})
+    assert store.audits[0].tenant_id is None  # two shops: the platform's action

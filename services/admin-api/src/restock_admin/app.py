@@ -12,8 +12,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from litestar import Litestar, Request
+from litestar.openapi import OpenAPIConfig
 
+from restock_admin.jobs.controllers import SECURITY_COMPONENTS, admin_router
 from restock_admin.jobs.replay_report import exit_code, report
+from restock_admin.jobs.repository import PiccoloJobReader
+from restock_admin.jobs.services import JobService
 from restock_admin.ledger import PiccoloConsentLedger
 from restock_admin.privacy.jobs import RetentionTask, UnknownShopError, export_contact, run_retention
 from restock_admin.privacy.repository import PiccoloContactData, PiccoloShopRulesReader
@@ -21,6 +25,8 @@ from restock_admin.public.controllers import public_router
 from restock_admin.public.repository import PiccoloLinkReader
 from restock_admin.public.services import LinkService
 from restock_admin.shops.registry import PiccoloShopRegistry
+from restock_admin.staff.guard import TokenCheck, staff_guard
+from restock_admin.staff.repository import PiccoloStaffDirectory, PiccoloStaffGrants
 from restock_admin.storefront.controllers import storefront_router
 from restock_admin.storefront.counters import PiccoloViewCounter, RedisHitCounter
 from restock_admin.storefront.limits import Limit
@@ -99,6 +105,7 @@ def create_app(
     )
     twilio_auth = TwilioAuth(settings.twilio_auth_token.get_secret_value(), settings.public_base_url)
     retention = RetentionTask(PiccoloShopRulesReader(), ledger, clock, settings.retention_interval_seconds)
+    staff = staff_guard(TokenCheck(secret, settings.shopify_api_key, clock), PiccoloStaffDirectory())
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -131,7 +138,11 @@ def create_app(
                 InboundService(ledger, clock),
                 StatusService(PiccoloDeliveryReceipts(), ledger, clock),
             ),
+            admin_router(JobService(PiccoloJobReader(), PiccoloReplayStore()), staff),
         ],
+        openapi_config=OpenAPIConfig(
+            title="Restock admin-api", version="0.1.0", components=SECURITY_COMPONENTS
+        ),
         lifespan=[lifespan],
         logging_config=None,  # setup_logging already routes every logger as JSON
     )
@@ -153,6 +164,28 @@ async def replay_jobs(settings: Settings, job_ids: list[int], actor: str, reason
     """Replay jobs (audited); the sender's scheduler publishes the replayed ones."""
     make_engine(settings)
     return await replay(PiccoloReplayStore(), job_ids, actor, reason)
+
+
+async def grant_staff(settings: Settings, shop: str, user_id: str, role: str, actor: str) -> bool:
+    """Give a shop's staff user a role in the admin API (audited); False when the shop is not registered."""
+    make_engine(settings)
+    return await PiccoloStaffGrants().grant(shop, user_id, role, actor)
+
+
+async def revoke_staff(settings: Settings, shop: str, user_id: str, actor: str) -> bool:
+    """Take a staff user's role at a shop away (audited); False when there was none."""
+    make_engine(settings)
+    return await PiccoloStaffGrants().revoke(shop, user_id, actor)
+
+
+def _staff(settings: Settings, args: argparse.Namespace) -> int:
+    if args.staff_command == "grant":
+        granted = asyncio.run(grant_staff(settings, args.shop, args.user_id, args.role, args.actor))
+        print("granted" if granted else "refused: shop not registered")
+        return 0 if granted else 2
+    revoked = asyncio.run(revoke_staff(settings, args.shop, args.user_id, args.actor))
+    print("revoked" if revoked else "no grant")
+    return 0
 
 
 async def retention_pass(settings: Settings) -> dict[int, int]:
@@ -192,6 +225,8 @@ def main(args: argparse.Namespace) -> int:
         result = asyncio.run(replay_jobs(settings, args.job_ids, args.actor, args.reason))
         print(report(result))
         return exit_code(result)
+    if args.command == "staff":
+        return _staff(settings, args)
     if args.command == "retention":
         print(json.dumps({"erased": asyncio.run(retention_pass(settings))}))
         return 0

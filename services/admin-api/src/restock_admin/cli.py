@@ -1,5 +1,5 @@
 """The command line: ``python -m restock_admin [serve]``, ``shops add|remove ...``, ``jobs replay ...``,
-``retention run``, ``privacy export ...``.
+``staff grant|revoke ...``, ``retention run``, ``privacy export ...``.
 
 Subcommands so more can be added (``shops list`` ...). Invalid arguments exit with
 code 2 and a one-line reason, argparse's convention.
@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from restock_admin.shops.domains import InvalidShop, shop_domain, timezone_name
+from restock_admin.staff.roles import Role
+from restock_admin.staff.session_token import USER_ID
 
 
 def _checked(validate: Callable[[str], str]) -> Callable[[str], str]:
@@ -57,6 +59,27 @@ def _add_jobs(commands: Any) -> None:
     replay.add_argument("--reason", default="", help="why, for the audit log")
 
 
+def _user_id(value: str) -> str:
+    """A Shopify staff user id (the session token's ``sub``)."""
+    if not USER_ID.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"not a staff user id: {value!r}")
+    return value
+
+
+def _add_staff(commands: Any) -> None:
+    staff = commands.add_parser("staff", help="who of a shop's staff may use the admin API (audited)")
+    staff_commands = staff.add_subparsers(dest="staff_command", required=True, metavar="{grant,revoke}")
+    grant = staff_commands.add_parser("grant", help="give (or change) a staff user's role at a shop")
+    grant.add_argument("shop", type=_checked(shop_domain), help="<shop>.myshopify.com")
+    grant.add_argument("user_id", type=_user_id, help="the Shopify staff user id (the session token's sub)")
+    grant.add_argument("role", choices=[role.value for role in Role], help="viewer: reads; operator: replays")
+    grant.add_argument("--actor", type=_actor, default="cli", help="who does it, for the audit log")
+    revoke = staff_commands.add_parser("revoke", help="take a staff user's role at a shop away")
+    revoke.add_argument("shop", type=_checked(shop_domain), help="<shop>.myshopify.com")
+    revoke.add_argument("user_id", type=_user_id, help="the Shopify staff user id")
+    revoke.add_argument("--actor", type=_actor, default="cli", help="who does it, for the audit log")
+
+
 def _add_privacy(commands: Any) -> None:
     retention = commands.add_parser("retention", help="the personal data retention job")
     retention_commands = retention.add_subparsers(dest="retention_command", required=True, metavar="{run}")
@@ -77,7 +100,7 @@ def _add_privacy(commands: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command."""
     parser = argparse.ArgumentParser(prog="python -m restock_admin", description="Restock admin-api.")
-    commands = parser.add_subparsers(dest="command", metavar="{serve,shops,jobs,retention,privacy}")
+    commands = parser.add_subparsers(dest="command", metavar="{serve,shops,jobs,staff,retention,privacy}")
     commands.add_parser("serve", help="serve the HTTP API (the default)")
     shops = commands.add_parser("shops", help="manage shops (tenants)")
     shop_commands = shops.add_subparsers(dest="shops_command", required=True, metavar="{add,remove}")
@@ -94,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("--yes", action="store_true", required=True, help="confirm the deletion")
     remove.add_argument("--actor", default="cli", help="who does it, for the audit log")
     _add_jobs(commands)
+    _add_staff(commands)
     _add_privacy(commands)
     return parser
 

@@ -53,6 +53,11 @@ def answers(schema: dict[str, Any], operation: str) -> dict[str, list[str]]:
         ("POST /u/{token}", {"200": [HTML], "400": [JSON, HTML], "404": [HTML], "413": [JSON]}),
         ("POST /twilio/inbound", {"200": ["application/xml"], "400": [JSON], "403": [JSON], "413": [JSON]}),
         ("POST /twilio/status", {"200": ["text/plain"], "400": [JSON], "403": [JSON], "413": [JSON]}),
+        ("GET /admin/api/jobs", {"200": [JSON], "400": [JSON], "401": [JSON], "403": [JSON]}),
+        (
+            "POST /admin/api/jobs/replay",
+            {"200": [JSON], "400": [JSON], "401": [JSON], "403": [JSON], "413": [JSON]},
+        ),
         ("GET /healthz", {"200": [JSON]}),
         ("GET /readyz", {"200": [JSON], "503": [JSON]}),
     ],
@@ -94,3 +99,12 @@ def test_app_proxy_routes_document_the_signed_query(schema: dict[str, Any], path
     parameters = schema["paths"][path]["post"]["parameters"]
     required = {each["name"] for each in parameters if each["in"] == "query" and each.get("required")}
     assert required == {"shop", "signature", "timestamp"}
+
+
+@pytest.mark.parametrize("operation", ["GET /admin/api/jobs", "POST /admin/api/jobs/replay"])
+def test_admin_routes_document_the_session_token(schema: dict[str, Any], operation: str) -> None:
+    method, path = operation.split(" ", 1)
+    [requirement] = schema["paths"][path][method.lower()]["security"]
+    [name] = requirement
+    scheme = schema["components"]["securitySchemes"][name]
+    assert (scheme["type"], scheme["scheme"], scheme["bearerFormat"]) == ("http", "bearer", "JWT")

@@ -364,6 +364,21 @@ class OrderAttribution(Table, tablename="order_attributions"):
     one_per_line = Unique(["tenant", "order_id", "variant_id"])
 
 
+class StaffPermission(Table, tablename="staff_permissions"):
+    """A shop's staff member allowed into the admin API, with one role (``restock_admin.staff.roles``):
+    ``viewer`` or ``operator``. ``user_id`` is the ``sub`` of the Shopify session token (a staff user id,
+    never an email). No row: no access to that shop (ADR 29)."""
+
+    id = BigSerial(primary_key=True)
+    tenant = ForeignKey(references=Tenant)  # ON DELETE CASCADE: a removed shop takes its grants
+    user_id = Varchar(length=64)
+    role = Varchar(length=16)  # viewer | operator (checked by the table's constraint too)
+    created_at = Timestamptz(default=TimestamptzNow())
+    created_by = Varchar(length=255, default="system")
+
+    one_per_user = Unique(["tenant", "user_id"])
+
+
 ALL_TABLES: list[type[Table]] = [
     Tenant,
     Subscription,
@@ -384,4 +399,5 @@ ALL_TABLES: list[type[Table]] = [
     WavePlan,
     ConsumedToken,
     ChannelPause,
+    StaffPermission,
 ]

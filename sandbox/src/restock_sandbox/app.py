@@ -43,6 +43,15 @@ def http_port(settings: Settings) -> int:
     return urlsplit(settings.shopify_api_base_url).port or DEFAULT_PORTS["sandbox"]
 
 
+def smtp_credentials(settings: Settings) -> tuple[str, str] | None:
+    """The login the SMTP server requires: the sender's own ``RESTOCK_SMTP_USERNAME``/``PASSWORD``, so a
+    stack started with one environment agrees by construction; unset, any login (or none) is good."""
+    if settings.smtp_username is None:
+        return None
+    password = settings.smtp_password.get_secret_value() if settings.smtp_password is not None else ""
+    return settings.smtp_username, password
+
+
 def create_app(
     settings: Settings,
     *,
@@ -77,7 +86,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        smtp = await start_smtp_server(InboxHandler(inbox, clock), settings.smtp_host, settings.smtp_port)
+        handler = InboxHandler(inbox, clock, credentials=smtp_credentials(settings))
+        smtp = await start_smtp_server(handler, settings.smtp_host, settings.smtp_port)
         servers.append(smtp)
         try:
             yield

@@ -99,3 +99,16 @@ def test_a_folded_message_id_is_read_unfolded() -> None:
     received = inbox.store(raw, "from@x", ["to@y"], NOW)
     expected = "<0123456789abcdef0123456789abcdef@restock.a-long-shop-name.myshopify.com>"
     assert received.message_id == received.parsed().message_id == expected
+
+
+@pytest.mark.parametrize(
+    ("rule", "stores"),
+    [
+        (FaultRule("*", None, stage="data", delay_seconds=1), True),  # a slow answer: accepted
+        (FaultRule("*", None, stage="data", drop=True, accepted=True), True),  # the reply lost
+        (FaultRule("*", None, stage="data", drop=True), False),  # dropped before accepting
+        (FaultRule("*", 452, stage="data", delay_seconds=1), False),  # a slow refusal
+    ],
+)
+def test_which_data_rules_let_the_message_into_the_inbox(rule: FaultRule, stores: bool) -> None:
+    assert rule.stores_message is stores

@@ -4,10 +4,18 @@ Rules of the fault table:
 - A rule matches a recipient by exact address (``ada@example.com``), by domain (``example.com`` or
   ``@example.com``), or everyone (``*``); case-insensitive.
 - It applies at one SMTP stage: ``rcpt`` (the RCPT TO of a matching recipient, where real servers answer
-  "mailbox unavailable" or greylist) or ``data`` (after the message, when any recipient matches).
-- The first matching rule answers ``code message`` and uses up one of its ``times``; a rule with
-  ``times`` None answers every attempt until the table is cleared. Exhausted rules disappear, so the
-  next attempt is accepted: "answer 451 twice, then take it".
+  "mailbox unavailable" or greylist), ``data`` (the reply to the final dot, when any recipient matches) or
+  ``auth`` (the AUTH command; the rule matches the login name instead of a recipient).
+- What it does, after waiting ``delay_seconds`` (0: none):
+  ``code``   answer ``code message`` instead of accepting; at ``data`` nothing is stored.
+  ``drop``   close the connection without any reply. At ``data``, ``accepted`` says whether the message
+             was stored first: the ambiguous case where the server has it and the client never hears 250.
+  neither    a slow answer: then accept as usual. At ``data`` the message is stored before the wait, so a
+             client that gives up waiting has still delivered it.
+  At ``auth`` only ``code`` is served (aiosmtpd checks logins synchronously: no wait, no drop).
+- The first matching rule applies and uses up one of its ``times``; a rule with ``times`` None applies to
+  every attempt until the table is cleared. Exhausted rules disappear, so the next attempt is accepted:
+  "answer 451 twice, then take it".
 - A rule with ``expires_at`` (a ``time.monotonic()`` instant) also disappears then: "answer 421 to
   everyone for 30 seconds, then recover", an outage rather than a count.
 """
@@ -28,7 +36,7 @@ from typing import Literal
 
 import msgspec
 
-Stage = Literal["rcpt", "data"]
+Stage = Literal["auth", "rcpt", "data"]
 
 
 class StoredMessage(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,14 +66,23 @@ class InboxStats(msgspec.Struct, frozen=True, kw_only=True):
 
 @dataclass
 class FaultRule:
-    """Answer ``code message`` to matching attempts, ``times`` times (None: until cleared)."""
+    """What matching attempts meet, ``times`` times (None: until cleared): a reply ``code message``, a
+    dropped connection, or (neither) a slow answer; each after ``delay_seconds``."""
 
     match: str
-    code: int
-    message: str
+    code: int | None
+    message: str = "4.3.0 sandbox fault"
     times: int | None = 1
     stage: Stage = "rcpt"
     expires_at: float | None = None  # time.monotonic(); None: only ``times`` ends the rule
+    delay_seconds: float = 0.0
+    drop: bool = False
+    accepted: bool = False  # a drop at ``data``: the message was stored before the connection closed
+
+    @property
+    def stores_message(self) -> bool:
+        """Whether a ``data`` rule lets the message into the inbox (a slow answer, or an accepted drop)."""
+        return self.code is None and (self.accepted or not self.drop)
 
     def expired(self, now: float) -> bool:
         """Whether the rule's outage is over."""

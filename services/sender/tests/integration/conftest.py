@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,6 +11,8 @@ import pytest
 from restock_common import keys
 from restock_common.db.tables import InventoryItem, NotificationJob, RestockEvent, Subscription, Tenant
 from restock_common.signatures import contact_hash
+from restock_sandbox.smtp.inbox import Inbox
+from restock_sandbox.smtp.server import InboxHandler, start_smtp_server
 
 SeedEmailJobs = Callable[[str, int, Sequence[str]], Awaitable[list[NotificationJob]]]
 
@@ -64,3 +67,30 @@ async def _seed_email_jobs(shop: str, variant: int, addresses: Sequence[str]) ->
 def seed_email_jobs() -> SeedEmailJobs:
     """``_seed_email_jobs``: (shop, variant, addresses) -> the jobs, FIFO."""
     return _seed_email_jobs
+
+
+@asynccontextmanager
+async def _sandbox_smtp(credentials: tuple[str, str] | None = None) -> AsyncIterator[tuple[Inbox, int]]:
+    """The sandbox SMTP server (aiosmtpd) with its inbox and fault table on a free loopback port, requiring
+    ``credentials`` (login, password) when given."""
+    mailbox = Inbox()
+    handler = InboxHandler(mailbox, lambda: datetime.now(UTC), credentials=credentials)
+    server = await start_smtp_server(handler, "127.0.0.1", 0)
+    try:
+        yield mailbox, server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.fixture
+def sandbox_smtp() -> Callable[..., AbstractAsyncContextManager[tuple[Inbox, int]]]:
+    """``_sandbox_smtp``, for a test that configures the server itself."""
+    return _sandbox_smtp
+
+
+@pytest.fixture
+async def inbox() -> AsyncIterator[tuple[Inbox, int]]:
+    """The sandbox SMTP server without credentials: (its inbox, its port)."""
+    async with _sandbox_smtp() as served:
+        yield served

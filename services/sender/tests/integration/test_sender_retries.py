@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
 from aiosmtpd.smtp import SMTP as SMTPServer
+from prometheus_client.parser import text_string_to_metric_families
 
 from restock_common import keys, topology
 from restock_common.broker import Broker
@@ -142,7 +144,7 @@ async def logs(job_id: int) -> list[dict[str, Any]]:
 
 async def wait_state(job_id: int, state: str) -> None:
     async def reached() -> bool:
-        return (await job(job_id))["state"] == state
+        return bool((await job(job_id))["state"] == state)
 
     await wait_for(reached)
 
@@ -214,6 +216,15 @@ async def publish(broker: Broker, *job_ids: int) -> None:
     await broker.publish(JobBatch(channel="email", job_ids=list(job_ids)), topology.jobs_routing_key("email"))
 
 
+def metric(exposition: str, name: str, **labels: str) -> float:
+    """One sample's value in the app's ``/metrics`` text (0 when absent)."""
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
+
+
 async def test_a_temporary_failure_recovers_on_the_third_attempt_through_the_app(
     clean_db: None,
     engine: Any,
@@ -222,14 +233,38 @@ async def test_a_temporary_failure_recovers_on_the_third_attempt_through_the_app
     email_queue: Any,
     peer: tuple[FlakySmtp, int],
 ) -> None:
+    """Beside it, a job that never recovers dead-letters; the app's /metrics counts both."""
     smtp, _ = peer
     smtp.temporary_refusals["ann@example.com"] = 2
-    job_id = await seed_job(await seed_shop(), "ann@example.com")
-    app = create_app(fast_settings)  # the scheduler runs in the app's lifespan, beside the consumer
+    smtp.temporary_refusals["bob@example.com"] = 1_000
+    shop = await seed_shop()
+    job_id, lost_id = await seed_job(shop, "ann@example.com"), await seed_job(shop, "bob@example.com")
+    # The scheduler runs in the app's lifespan, beside the consumer; the channel monitor, which refreshes
+    # the dead-letter backlog, ticks every 0.1 s.
+    app = create_app(fast_settings.model_copy(update={"channel_probe_seconds": 0.1}))
+    exposition = ""
     try:
         async with app.lifespan():
-            await publish(broker, job_id)
+            await publish(broker, job_id, lost_id)
             await wait_state(job_id, "sent")
+            await wait_state(lost_id, "dead-letter")
+            transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # Litestar's narrower ASGI types
+            async with httpx.AsyncClient(transport=transport, base_url="http://sender") as client:
+                # An attempt is counted once its record committed, a step after the row shows its state; the
+                # backlog, once the monitor ticked after the dead-letter. Wait for both last attempts and it.
+                async def counted() -> bool:
+                    nonlocal exposition
+                    exposition = (await client.get("/metrics")).text
+                    return all(
+                        metric(exposition, name, channel="email", **labels) == 1
+                        for name, labels in [
+                            ("restock_sender_attempts_total", {"outcome": "sent"}),
+                            ("restock_sender_attempts_total", {"outcome": "dead-letter"}),
+                            ("restock_sender_dead_letter_backlog", {}),
+                        ]
+                    )
+
+                await wait_for(counted)
     finally:
         bind_tables(engine)
     assert smtp.sent_to("ann@example.com") == 1
@@ -241,6 +276,16 @@ async def test_a_temporary_failure_recovers_on_the_third_attempt_through_the_app
     ]
     assert [row["error_code"] for row in rows] == ["451", "451", None]
     assert (await job(job_id))["attempt"] == 3
+    assert [row["outcome"] for row in await logs(lost_id)] == ["failed-temporary"] * 4 + ["dead-letter"]
+    email = {"channel": "email"}
+    assert metric(exposition, "restock_sender_attempts_total", **email, outcome="failed-temporary") == 6
+    # ann's two refusals and all five of bob's: each a temporary failure, the last one dead-lettering
+    assert metric(exposition, "restock_sender_failures_total", **email, kind="temporary") == 7
+    assert metric(exposition, "restock_sender_failures_total", **email, kind="permanent") == 0
+    assert metric(exposition, "restock_sender_retry_recoveries_total", **email) == 1
+    assert metric(exposition, "restock_sender_dead_letter_backlog", **email) == 1
+    # (Not the queue latency: a retry claimed before the scheduler's enqueued mark commits has no
+    # enqueued_at, so whether ann's send is observed is a race.)
 
 
 async def test_exhausted_retries_end_dead_letter_and_a_replay_sends_it_once_with_an_audit_row(

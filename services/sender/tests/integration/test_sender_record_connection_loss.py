@@ -297,3 +297,18 @@ async def test_a_configuration_error_gives_its_attempt_back_so_a_pause_never_spe
     again = await store.claim(job.job_id, 60)
     assert isinstance(again, ClaimedJob)
     assert again.attempt == job.attempt
+
+
+async def test_a_claim_of_a_job_published_but_not_yet_marked_enqueued_gives_it_an_enqueued_instant(
+    store: PiccoloJobStore,
+) -> None:
+    # The scheduler publishes a retry, then marks it enqueued: a claim can come in between. It still has an
+    # enqueued instant (its claim's), so its send is in the queue-latency histogram; one set is kept.
+    first = await _claimed(store, "ada@example.com")
+    assert first.enqueued_at is not None  # never published (seeded): the claim is its first sign of life
+    marked = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    back = {NotificationJob.state: "pending", NotificationJob.enqueued_at: marked}
+    await NotificationJob.update(back).where(NotificationJob.id == first.job_id)
+    again = await store.claim(first.job_id, 60)
+    assert isinstance(again, ClaimedJob)
+    assert again.enqueued_at == marked

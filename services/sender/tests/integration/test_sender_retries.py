@@ -284,8 +284,8 @@ async def test_a_temporary_failure_recovers_on_the_third_attempt_through_the_app
     assert metric(exposition, "restock_sender_failures_total", **email, kind="permanent") == 0
     assert metric(exposition, "restock_sender_retry_recoveries_total", **email) == 1
     assert metric(exposition, "restock_sender_dead_letter_backlog", **email) == 1
-    # (Not the queue latency: a retry claimed before the scheduler's enqueued mark commits has no
-    # enqueued_at, so whether ann's send is observed is a race.)
+    # ann's send, a retry: observed even when claimed before the scheduler's enqueued mark committed.
+    assert metric(exposition, "restock_sender_queue_latency_seconds_count", **email) == 1
 
 
 async def test_exhausted_retries_end_dead_letter_and_a_replay_sends_it_once_with_an_audit_row(

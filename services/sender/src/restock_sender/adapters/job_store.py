@@ -3,9 +3,11 @@
 The claim is one compare-and-set statement: it moves the job from ``pending`` to ``processing`` (attempt
 + 1, a lease) and, in the same round trip, reads what sending needs (the subscription's address and
 consent, the variant's title, the shop, its retry rules). No row comes back when another sender, or an
-earlier delivery of the same batch, got there first. The record is also guarded by ``state =
-'processing'`` and the attempt number: a job whose lease was taken over is not overwritten, but its attempt
-is still logged.
+earlier delivery of the same batch, got there first. A job claimed was published, so it is enqueued at the
+latest now: a retry claimed before the scheduler's enqueued mark committed (it publishes, then marks) gets
+``enqueued_at`` from its claim, instead of none and no queue-latency sample. The record is also guarded by
+``state = 'processing'`` and the attempt number: a job whose lease was taken over is not overwritten, but
+its attempt is still logged.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ _CLAIM = """
 WITH claimed AS (
     UPDATE notification_jobs
        SET state = {}, attempt = attempt + 1, lease_until = now() + {}::int * interval '1 second',
-           provider_called_at = NULL, updated_at = now()
+           provider_called_at = NULL, updated_at = now(), enqueued_at = COALESCE(enqueued_at, now())
      WHERE id = {} AND state = {}
  RETURNING id, tenant, subscription, variant_id, channel, notification_key, attempt, traceparent, template,
            enqueued_at

@@ -274,7 +274,7 @@ def create_app(
                 provider_probe(settings, channel),
                 consumer,
                 interval=settings.channel_probe_seconds,
-                backlog=metrics.dead_letter_backlog,
+                backlog=metrics.operator_backlog,
             )
             await monitor.tick()  # starts the consumer, unless the channel is paused (ADR 16)
             monitor.start()

@@ -12,7 +12,9 @@ asks for are PromQL over these series:
   (``temporary``, ``permanent``, ``configuration``) over ``attempts_total``;
 - retry recovery rate: ``restock_sender_retry_recoveries_total`` (sent on attempt > 1) over
   ``failures_total{kind="temporary"}``;
-- dead-letter backlog: ``restock_sender_dead_letter_backlog`` (gauge, refreshed by the channel monitor);
+- dead-letter backlog: ``restock_sender_dead_letter_backlog`` (gauge, refreshed by the channel monitor), and
+  beside it ``restock_sender_indeterminate_backlog``, the jobs whose outcome is unknown (ADR 21, 28), which
+  only an operator resolves;
 - limiter: ``restock_sender_deferrals_total{channel, decision}`` (held back before the claim: in
   PostgreSQL as ``rate-limited:<limit>``, ``send-window``, ``channel-paused``; in a limit's in-memory
   line as ``queued:<limit>``) and ``restock_sender_limit_wait_seconds`` (admission to reserved send).
@@ -36,7 +38,7 @@ from prometheus_client import (
 )
 
 from restock_sender.delivery import JobState
-from restock_sender.ports import ClaimedJob
+from restock_sender.ports import ClaimedJob, OperatorBacklog
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0)
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
@@ -76,6 +78,12 @@ class SenderMetrics:
         self.backlog = Gauge(
             "restock_sender_dead_letter_backlog", "Jobs in dead-letter", ["channel"], registry=registry
         )
+        self.indeterminate = Gauge(
+            "restock_sender_indeterminate_backlog",
+            "Jobs indeterminate (outcome unknown, never re-sent automatically)",
+            ["channel"],
+            registry=registry,
+        )
         self.deferrals = Counter(
             "restock_sender_deferrals",
             "Jobs deferred unclaimed, by decision",
@@ -107,9 +115,10 @@ class SenderMetrics:
     def waited(self, channel: str, seconds: float) -> None:
         self.waits.labels(channel).observe(seconds)
 
-    def dead_letter_backlog(self, channel: str, count: int) -> None:
-        """The channel monitor's reading of the backlog."""
-        self.backlog.labels(channel).set(count)
+    def operator_backlog(self, channel: str, backlog: OperatorBacklog) -> None:
+        """The channel monitor's reading of the jobs that wait for an operator."""
+        self.backlog.labels(channel).set(backlog.dead_letter)
+        self.indeterminate.labels(channel).set(backlog.indeterminate)
 
 
 def metrics_route(registry: CollectorRegistry) -> HTTPRouteHandler:

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from restock_common.broker import Consumer
 from restock_common.db.engine import isolated
 from restock_sender.delivery import classify
-from restock_sender.ports import PauseStore, ProviderProbe
+from restock_sender.ports import OperatorBacklog, PauseStore, ProviderProbe
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class ChannelMonitor:
         consumer: ConsumerSwitch,
         *,
         interval: float,
-        backlog: Callable[[str, int], None] | None = None,
+        backlog: Callable[[str, OperatorBacklog], None] | None = None,
     ) -> None:
         self.pause = pause
         self.probe = probe
@@ -115,7 +115,7 @@ class ChannelMonitor:
         self.pause.paused = paused
         await self.consumer.set_running(not paused)
         if self.backlog is not None:
-            self.backlog(channel, await store.dead_letter_backlog(channel))
+            self.backlog(channel, await store.operator_backlog(channel))
         return paused
 
     async def _provider_accepts(self) -> bool:

@@ -328,6 +328,15 @@ class PauseRecord:
     error_code: str | None
 
 
+@dataclass(frozen=True)
+class OperatorBacklog:
+    """A channel's jobs that wait for an operator: ``dead-letter`` (retries exhausted, a template that does
+    not render) and ``indeterminate`` (the outcome unknowable; never re-sent automatically)."""
+
+    dead_letter: int
+    indeterminate: int
+
+
 class PauseStore(Protocol):
     """``channel_pauses``: the sender pauses a channel and its probe resumes it; operators edit the row."""
 
@@ -343,8 +352,8 @@ class PauseStore(Protocol):
         """Mark it resumed; False when it was not paused (an operator got there first)."""
         ...
 
-    async def dead_letter_backlog(self, channel: str) -> int:
-        """How many jobs of the channel sit in ``dead-letter`` (a metric, read on the monitor's tick)."""
+    async def operator_backlog(self, channel: str) -> OperatorBacklog:
+        """How many jobs of the channel wait for an operator (metrics, read on the monitor's tick)."""
         ...
 
 

@@ -28,6 +28,7 @@ from restock_sandbox.smtp.inbox import FaultRule, Inbox
 from restock_sender.adapters.pause_store import PiccoloPauseStore
 from restock_sender.app import build_batch_handler
 from restock_sender.pause import ChannelPause
+from restock_sender.ports import OperatorBacklog
 from restock_sender.providers.smtp import SmtpProvider
 
 # The integration conftest's fixtures: (shop, variant, addresses) -> the jobs seeded; the sandbox SMTP server.
@@ -158,6 +159,9 @@ async def test_a_wire_fault_ends_the_job_in_its_state_with_one_log_row(
     assert mailbox.faults == []  # the rule met exactly the one attempt
     if state == "indeterminate":  # left for an operator's replay: no retry is scheduled
         assert row["next_attempt_at"] is None
+    # What the channel monitor reads for the backlog gauges: the job counted where an operator looks.
+    backlog = await PiccoloPauseStore(engine).operator_backlog("email")
+    assert backlog == OperatorBacklog(dead_letter=0, indeterminate=int(state == "indeterminate"))
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ from restock_sender.ports import (
     JobRoute,
     NoMetrics,
     NotClaimable,
+    OperatorBacklog,
     PauseRecord,
     ProviderReceipt,
 )
@@ -119,8 +120,8 @@ class FakePauseStore:
     async def resume(self, channel: str) -> bool:
         return False
 
-    async def dead_letter_backlog(self, channel: str) -> int:
-        return 0
+    async def operator_backlog(self, channel: str) -> OperatorBacklog:
+        return OperatorBacklog(0, 0)
 
 
 class FakeJobStore:

@@ -31,6 +31,7 @@ from restock_sender.ports import (
     EmailMessage,
     JobRoute,
     NotClaimable,
+    OperatorBacklog,
     PauseRecord,
     ProviderReceipt,
 )
@@ -47,6 +48,7 @@ RECOVERIES = "restock_sender_retry_recoveries_total{channel=email}"
 WAIT_COUNT = "restock_sender_limit_wait_seconds_count{channel=email}"
 WAIT_SUM = "restock_sender_limit_wait_seconds_sum{channel=email}"
 BACKLOG_NAME = "restock_sender_dead_letter_backlog"
+INDETERMINATE_NAME = "restock_sender_indeterminate_backlog"
 
 
 def attempts(outcome: str) -> str:
@@ -207,8 +209,8 @@ class FakeProvider:
 
 
 class FakePauseStore:
-    def __init__(self, backlog: int = 0) -> None:
-        self.backlog = backlog
+    def __init__(self) -> None:
+        self.backlog = OperatorBacklog(dead_letter=0, indeterminate=0)
 
     async def read(self, channel: str) -> PauseRecord | None:
         return None
@@ -219,7 +221,7 @@ class FakePauseStore:
     async def resume(self, channel: str) -> bool:
         return False
 
-    async def dead_letter_backlog(self, channel: str) -> int:
+    async def operator_backlog(self, channel: str) -> OperatorBacklog:
         return self.backlog
 
 
@@ -458,7 +460,7 @@ class NeverProbed:
         raise AssertionError("a channel that is not paused is not probed")
 
 
-async def test_each_monitor_tick_sets_the_dead_letter_backlog_to_the_stores_count() -> None:
+async def test_each_monitor_tick_sets_the_operator_backlogs_to_the_stores_counts() -> None:
     async def start() -> Any:
         return IdleConsumer()
 
@@ -469,11 +471,16 @@ async def test_each_monitor_tick_sets_the_dead_letter_backlog_to_the_stores_coun
         NeverProbed(),
         ConsumerSwitch(start),
         interval=30.0,
-        backlog=metrics.dead_letter_backlog,  # as the app wires it
+        backlog=metrics.operator_backlog,  # as the app wires it
     )
-    readings: list[float | None] = []
-    for count in (3, 1, 0):  # a gauge: set to each reading, not added up
-        store.backlog = count
+    readings: list[tuple[float | None, float | None]] = []
+    for dead, unknown in ((3, 2), (1, 2), (0, 0)):  # gauges: set to each reading, not added up
+        store.backlog = OperatorBacklog(dead_letter=dead, indeterminate=unknown)
         await monitor.tick()
-        readings.append(metrics.registry.get_sample_value(BACKLOG_NAME, {"channel": "email"}))
-    assert readings == [3, 1, 0]
+        readings.append(
+            (
+                metrics.registry.get_sample_value(BACKLOG_NAME, {"channel": "email"}),
+                metrics.registry.get_sample_value(INDETERMINATE_NAME, {"channel": "email"}),
+            )
+        )
+    assert readings == [(3, 2), (1, 2), (0, 0)]

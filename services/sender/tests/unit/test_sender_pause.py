@@ -9,7 +9,7 @@ import pytest
 
 from restock_sender.delivery import ProviderError
 from restock_sender.pause import ChannelMonitor, ChannelPause, ConsumerSwitch
-from restock_sender.ports import PauseRecord
+from restock_sender.ports import OperatorBacklog, PauseRecord
 from restock_sender.scheduler import Scheduler
 
 REFUSED = ProviderError("response", "535", "5.7.8 Authentication credentials invalid")
@@ -19,7 +19,7 @@ class FakePauseStore:
     def __init__(self, paused: bool | None) -> None:
         self.row = None if paused is None else PauseRecord("email", paused, "auth", "535")
         self.resumed = 0
-        self.backlog = 3
+        self.backlog = OperatorBacklog(dead_letter=3, indeterminate=1)
 
     async def read(self, channel: str) -> PauseRecord | None:
         return self.row
@@ -34,7 +34,7 @@ class FakePauseStore:
         self.resumed += 1
         return True
 
-    async def dead_letter_backlog(self, channel: str) -> int:
+    async def operator_backlog(self, channel: str) -> OperatorBacklog:
         return self.backlog
 
 
@@ -62,7 +62,7 @@ def monitor(store: FakePauseStore, probe: FakeProbe, log: list[str]) -> tuple[Ch
         return FakeConsumer(log)
 
     pause = ChannelPause("email", store)
-    backlog: list[int] = []
+    backlog: list[OperatorBacklog] = []
     watcher = ChannelMonitor(
         pause, probe, ConsumerSwitch(start), interval=30.0, backlog=lambda _, n: backlog.append(n)
     )

@@ -6,7 +6,7 @@ from piccolo.engine.postgres import PostgresEngine
 
 from restock_common.db.tables import ChannelPause
 from restock_sender.delivery import JobState
-from restock_sender.ports import PauseRecord
+from restock_sender.ports import OperatorBacklog, PauseRecord
 
 _READ = "SELECT channel, paused, reason, error_code FROM channel_pauses WHERE channel = {}"
 
@@ -26,7 +26,12 @@ UPDATE channel_pauses SET paused = false, resumed_at = now(), updated_at = now()
 RETURNING id
 """
 
-_DEAD_LETTERS = "SELECT count(*) AS n FROM notification_jobs WHERE channel = {} AND state = {}"
+# Over the small partial index of such jobs (notification_jobs_needs_operator), not the channel's every job.
+_OPERATOR_BACKLOG = """
+SELECT count(*) FILTER (WHERE state = {}) AS dead_letter, count(*) FILTER (WHERE state = {}) AS indeterminate
+  FROM notification_jobs
+ WHERE channel = {} AND state IN ('dead-letter', 'indeterminate')
+"""
 
 
 class PiccoloPauseStore:
@@ -48,6 +53,8 @@ class PiccoloPauseStore:
     async def resume(self, channel: str) -> bool:
         return bool(await ChannelPause.raw(_RESUME, channel))
 
-    async def dead_letter_backlog(self, channel: str) -> int:
-        rows = await ChannelPause.raw(_DEAD_LETTERS, channel, JobState.DEAD_LETTER.value)
-        return int(rows[0]["n"])
+    async def operator_backlog(self, channel: str) -> OperatorBacklog:
+        [row] = await ChannelPause.raw(
+            _OPERATOR_BACKLOG, JobState.DEAD_LETTER.value, JobState.INDETERMINATE.value, channel
+        )
+        return OperatorBacklog(dead_letter=int(row["dead_letter"]), indeterminate=int(row["indeterminate"]))

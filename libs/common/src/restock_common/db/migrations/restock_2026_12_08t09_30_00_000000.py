@@ -1,6 +1,7 @@
 """Jobs that need an operator (``dead-letter``, ``indeterminate``): the sender's backlog gauges count them per
-channel on every monitor tick, and the admin API lists a shop's newest first. Both read this small partial
-index (index-only, thanks to INCLUDE) instead of every job of the channel or the shop."""
+channel on every monitor tick from this small partial index instead of every job of the channel. The admin
+API's list of a shop's such jobs, newest first, reads it backwards, index-only, whenever PostgreSQL plans
+the statement for its states (a custom plan; a generic one falls back to ``(tenant, state)`` and a sort)."""
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from restock_common.db.raw_migration import raw_migration

@@ -8,9 +8,9 @@ import functools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
-from typing import Any
 
 import pytest
+from admission_fakes import ClockLimiter, FakeAdmissionStore, route
 
 from restock_common.faults import FaultPoints
 from restock_common.messages import JobBatch
@@ -18,14 +18,13 @@ from restock_common.rules import Rules, SendWindowRule
 from restock_sender.admission import Admission, Admit, LimitLines, line_in_flight
 from restock_sender.delivery import JobState, ProviderError, RetryPolicy
 from restock_sender.handler import BatchHandler, JobHandler
-from restock_sender.limiter import Denied, Granted, Limit, LimitConfig, Verdict, acquire
+from restock_sender.limiter import Denied, Granted, Limit, LimitConfig, Verdict
 from restock_sender.pause import ChannelPause
 from restock_sender.ports import (
     AttemptRecord,
     ClaimedJob,
     Deferral,
     EmailMessage,
-    JobRoute,
     NoMetrics,
     NotClaimable,
     OperatorBacklog,
@@ -42,20 +41,6 @@ CONFIG = LimitConfig(
     sender_mps=None,
     sender_number=None,
 )
-
-
-def route(job_id: int, domain: str = "fast.test", **changes: Any) -> JobRoute:
-    values: dict[str, Any] = {
-        "job_id": job_id,
-        "tenant_id": 1,
-        "channel": "email",
-        "recipient_domain": domain,
-        "phone": None,
-        "shop_timezone": "America/New_York",
-        "rules": Rules(),
-    }
-    values.update(changes)
-    return JobRoute(**values)
 
 
 def claimed(job_id: int, domain: str) -> ClaimedJob:
@@ -75,36 +60,6 @@ def claimed(job_id: int, domain: str) -> ClaimedJob:
         unsubscribed_at=None,
         policy=RetryPolicy(3, 30.0, 3600.0),
     )
-
-
-class FakeAdmissionStore:
-    def __init__(self, *routes: JobRoute) -> None:
-        self.by_id = {r.job_id: r for r in routes}
-        self.deferred: list[Deferral] = []
-
-    async def routes(self, job_ids: list[int]) -> dict[int, JobRoute]:
-        return {job_id: self.by_id[job_id] for job_id in job_ids if job_id in self.by_id}
-
-    async def defer(self, deferrals: list[Deferral]) -> int:
-        self.deferred.extend(deferrals)
-        return len(deferrals)
-
-
-class ClockLimiter:
-    """``limiter.acquire`` over an in-memory dict (the Redis script's twin); its clock is the event loop's,
-    or a fixed instant. Records every granted send instant per limit key."""
-
-    def __init__(self, now_us: int | None = None) -> None:
-        self.calendars: dict[str, Sequence[int]] = {}
-        self.now_us = now_us
-        self.granted: list[tuple[str, int]] = []
-
-    async def acquire(self, limits: Sequence[Limit], max_wait_us: int) -> Verdict:
-        now = self.now_us if self.now_us is not None else int(asyncio.get_running_loop().time() * 1_000_000)
-        verdict, self.calendars = acquire(self.calendars, limits, now, max_wait_us)
-        if isinstance(verdict, Granted):
-            self.granted.extend((limit.key, now + verdict.wait_us) for limit in limits)
-        return verdict
 
 
 class FakePauseStore:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from admission_fakes import ClockLimiter, FakeAdmissionStore, route
 from prometheus_client import CollectorRegistry
 
 from restock_common.faults import FaultPoints
@@ -21,7 +22,7 @@ from restock_common.rules import Rules, SendWindowRule
 from restock_sender.admission import Admission
 from restock_sender.delivery import JobState, ProviderError, RetryPolicy
 from restock_sender.handler import BatchHandler, JobHandler
-from restock_sender.limiter import Granted, Limit, LimitConfig, Verdict, acquire
+from restock_sender.limiter import Granted, Limit, LimitConfig, Verdict
 from restock_sender.metrics import SenderMetrics
 from restock_sender.pause import ChannelMonitor, ChannelPause, ConsumerSwitch
 from restock_sender.ports import (
@@ -29,7 +30,6 @@ from restock_sender.ports import (
     ClaimedJob,
     Deferral,
     EmailMessage,
-    JobRoute,
     NotClaimable,
     OperatorBacklog,
     PauseRecord,
@@ -313,44 +313,6 @@ async def test_a_job_not_claimable_counts_nothing() -> None:
 # -- admission: deferrals and the limits' waits -------------------------------------------------------
 
 
-def route(job_id: int, domain: str = "fast.test", **changes: Any) -> JobRoute:
-    values: dict[str, Any] = {
-        "job_id": job_id,
-        "tenant_id": 1,
-        "channel": "email",
-        "recipient_domain": domain,
-        "phone": None,
-        "shop_timezone": "America/New_York",
-        "rules": Rules(),
-    }
-    values.update(changes)
-    return JobRoute(**values)
-
-
-class FakeAdmissionStore:
-    def __init__(self, *routes: JobRoute) -> None:
-        self.by_id = {r.job_id: r for r in routes}
-        self.deferred: list[Deferral] = []
-
-    async def routes(self, job_ids: list[int]) -> dict[int, JobRoute]:
-        return {job_id: self.by_id[job_id] for job_id in job_ids if job_id in self.by_id}
-
-    async def defer(self, deferrals: list[Deferral]) -> int:
-        self.deferred.extend(deferrals)
-        return len(deferrals)
-
-
-class FixedClockLimiter:
-    """``limiter.acquire`` over an in-memory dict, at a fixed instant."""
-
-    def __init__(self) -> None:
-        self.calendars: dict[str, Sequence[int]] = {}
-
-    async def acquire(self, limits: Sequence[Limit], max_wait_us: int) -> Verdict:
-        verdict, self.calendars = acquire(self.calendars, limits, 0, max_wait_us)
-        return verdict
-
-
 class Reserving:
     """Grants every send, ``wait_us`` ahead."""
 
@@ -370,7 +332,7 @@ def admission(
 ) -> Admission:
     return Admission(
         store,
-        limiter or FixedClockLimiter(),
+        limiter or ClockLimiter(now_us=0),
         config,
         pause,
         metrics,

@@ -6,7 +6,7 @@ the statement for its states (a custom plan; a generic one falls back to ``(tena
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from restock_common.db.raw_migration import raw_migration
 
-ID = "2026-12-08T09:30:00:000000"
+ID = "2026-12-07T22:50:00:000000"
 VERSION = "1.38.0"
 DESCRIPTION = "index of jobs that need an operator"
 

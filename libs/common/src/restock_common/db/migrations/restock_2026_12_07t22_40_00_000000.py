@@ -8,7 +8,7 @@ the unique constraint's index serves it."""
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from restock_common.db.raw_migration import raw_migration
 
-ID = "2026-12-08T09:00:00:000000"
+ID = "2026-12-07T22:40:00:000000"
 VERSION = "1.38.0"
 DESCRIPTION = "staff permissions"
 

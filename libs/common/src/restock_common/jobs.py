@@ -27,6 +27,12 @@ class JobState(enum.StrEnum):
     INDETERMINATE = "indeterminate"  # lease expired mid-send: maybe sent, never resent automatically
 
 
+# The states no automatic path moves a job out of: only an operator's replay (``restock_common.replay``; the
+# sender's transition table agrees, its unit test checks). The admin API lists them, the sender's backlog
+# gauges count them, and the partial index ``notification_jobs_needs_operator`` holds them.
+NEEDS_AN_OPERATOR = frozenset({JobState.DEAD_LETTER, JobState.INDETERMINATE})
+
+
 class WavePlanStatus(enum.StrEnum):
     """The values of ``wave_plans.status`` (the dispatcher's ``waves.plan`` decides them)."""
 

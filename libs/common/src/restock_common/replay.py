@@ -30,8 +30,9 @@ from typing import Any, Protocol
 
 from restock_common.db.engine import transaction as db_transaction
 from restock_common.db.tables import AuditLog, NotificationJob
+from restock_common.jobs import NEEDS_AN_OPERATOR
 
-REPLAYABLE_STATES = frozenset({"dead-letter", "indeterminate"})
+REPLAYABLE_STATES = NEEDS_AN_OPERATOR
 REPLAYED_STATE = "pending"
 REPLAYED_DECISION = "replayed"
 ACTION = "jobs.replay"
@@ -201,9 +202,8 @@ class PiccoloReplayStore:
         ]
 
     async def reset(self, job_ids: Sequence[int]) -> list[int]:
-        rows = await NotificationJob.raw(
-            _RESET, REPLAYED_STATE, REPLAYED_DECISION, list(job_ids), sorted(REPLAYABLE_STATES)
-        )
+        replayable = sorted(state.value for state in REPLAYABLE_STATES)
+        rows = await NotificationJob.raw(_RESET, REPLAYED_STATE, REPLAYED_DECISION, list(job_ids), replayable)
         return [int(row["id"]) for row in rows]
 
     async def audit(self, entry: AuditEntry) -> None:

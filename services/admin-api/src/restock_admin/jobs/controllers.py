@@ -22,11 +22,11 @@ from restock_admin.jobs.schemas import (
     ReplayOut,
     ReplayRequest,
 )
-from restock_admin.jobs.services import NEEDS_AN_OPERATOR, JobService
+from restock_admin.jobs.services import JobService
 from restock_admin.openapi import TOO_LARGE, error
 from restock_admin.staff.guard import PERMISSION, Guard, Staff, staff_of
 from restock_admin.staff.roles import Permission
-from restock_common.jobs import JobState
+from restock_common.jobs import NEEDS_AN_OPERATOR, JobState
 
 MAX_BODY_BYTES = 64 * 1024
 SECURITY_SCHEME = "shopifySessionToken"
@@ -76,7 +76,7 @@ class JobsController(Controller):
             int | None, QueryParameter(ge=1, le=2**63 - 1, description="The previous page's next_after_id")
         ] = None,
     ) -> JobPage:
-        return await jobs.page(staff, states or NEEDS_AN_OPERATOR, limit, after_id)
+        return await jobs.page(staff, states or sorted(NEEDS_AN_OPERATOR), limit, after_id)
 
     @post(
         "/replay",

@@ -14,9 +14,6 @@ from restock_common.replay import ReplayStore, replay
 
 logger = logging.getLogger(__name__)
 
-# What an operator has to look at: jobs no automatic path will move again.
-NEEDS_AN_OPERATOR = (JobState.DEAD_LETTER, JobState.INDETERMINATE)
-
 
 class JobService:
     """Lists a shop's jobs and replays them."""

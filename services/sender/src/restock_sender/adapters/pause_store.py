@@ -5,6 +5,7 @@ from __future__ import annotations
 from piccolo.engine.postgres import PostgresEngine
 
 from restock_common.db.tables import ChannelPause
+from restock_common.jobs import NEEDS_AN_OPERATOR
 from restock_sender.delivery import JobState
 from restock_sender.ports import OperatorBacklog, PauseRecord
 
@@ -26,11 +27,14 @@ UPDATE channel_pauses SET paused = false, resumed_at = now(), updated_at = now()
 RETURNING id
 """
 
-# Over the small partial index of such jobs (notification_jobs_needs_operator), not the channel's every job.
-_OPERATOR_BACKLOG = """
-SELECT count(*) FILTER (WHERE state = {}) AS dead_letter, count(*) FILTER (WHERE state = {}) AS indeterminate
+# Over the small partial index of such jobs (notification_jobs_needs_operator), not the channel's every job:
+# the states are written into the statement as literals, so the planner can prove the index's predicate.
+_NEEDS_AN_OPERATOR = ", ".join(f"'{state.value}'" for state in sorted(NEEDS_AN_OPERATOR))
+_OPERATOR_BACKLOG = f"""
+SELECT count(*) FILTER (WHERE state = {{}}) AS dead_letter,
+       count(*) FILTER (WHERE state = {{}}) AS indeterminate
   FROM notification_jobs
- WHERE channel = {} AND state IN ('dead-letter', 'indeterminate')
+ WHERE channel = {{}} AND state IN ({_NEEDS_AN_OPERATOR})
 """
 
 

@@ -109,6 +109,17 @@ TERMINAL_STATES = frozenset(
 )
 
 
+# Events after which the claimed attempt does not count against the retry budget: nothing was sent
+# (``not-sent``, the claim given back), or our own setup failed, not the recipient (``configuration-error``),
+# so a paused channel never spends a job's attempts into dead-letter.
+ATTEMPT_GIVEN_BACK = frozenset({Event.NOT_SENT, Event.CONFIGURATION_ERROR})
+
+
+def spends_attempt(event: Event) -> bool:
+    """Whether the attempt that ended with ``event`` counts against the job's retry budget."""
+    return event not in ATTEMPT_GIVEN_BACK
+
+
 class InvalidTransition(ValueError):
     """The event cannot happen to a job in this state."""
 

@@ -41,6 +41,7 @@ from restock_sender.delivery import (
     classify,
     decide,
     next_state,
+    spends_attempt,
 )
 from restock_sender.limiter import Limit, Releases
 from restock_sender.outbound import EmailOutbound, Outbound, PublicLinks, Staged
@@ -458,6 +459,7 @@ class JobHandler:
             started_at=started,
             segments=segments,
             opted_out_at_provider=opted_out_at_provider,
+            attempt_spent=spends_attempt(decision.event),
         )
         applied = await self._record(record, held)
         self.metrics.attempt_recorded(job, state, error_kind)

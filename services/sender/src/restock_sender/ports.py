@@ -123,6 +123,7 @@ class AttemptRecord:
     started_at: datetime | None = None
     segments: int | None = None  # SMS: how many segments the provider bills
     opted_out_at_provider: bool = False  # Twilio 21610: the subscription is unsubscribed in the same commit
+    attempt_spent: bool = True  # False: the attempt is given back (``delivery.spends_attempt``)
 
 
 class JobStore(Protocol):

@@ -285,7 +285,12 @@ async def test_a_configuration_error_gives_its_attempt_back_so_a_pause_never_spe
 ) -> None:
     job = await _claimed(store, "ada@example.com")
     refused = dataclasses.replace(
-        _sent(job), state=JobState.PENDING, receipt=None, error_kind="configuration", error_code="535"
+        _sent(job),
+        state=JobState.PENDING,
+        receipt=None,
+        error_kind="configuration",
+        error_code="535",
+        attempt_spent=False,  # as the handler records a configuration error (delivery.spends_attempt)
     )
     assert await store.record(refused) is True
     row = await NotificationJob.select(NotificationJob.state, NotificationJob.attempt).where(

@@ -25,6 +25,7 @@ from restock_sender.delivery import (
     classify,
     decide,
     next_state,
+    spends_attempt,
 )
 
 S, E = JobState, Event
@@ -186,3 +187,21 @@ def test_decide_retry_or_dead_letter(
     outcome: Retry | Permanent | Configuration | Unknown | None, attempt: int, expected: Decision
 ) -> None:
     assert decide(outcome, attempt, POLICY, lambda: 0.5) == expected
+
+
+@pytest.mark.parametrize(
+    ("event", "spent"),
+    [
+        (E.DELIVERED, True),
+        (E.TEMPORARY_FAILURE, True),
+        (E.ATTEMPTS_EXHAUSTED, True),
+        (E.PERMANENT_FAILURE, True),
+        (E.OUTCOME_UNKNOWN, True),
+        (E.UNRENDERABLE, True),
+        (E.OPTED_OUT, True),
+        (E.CONFIGURATION_ERROR, False),  # our setup failed, not the recipient: a pause spends nothing
+        (E.NOT_SENT, False),  # the claim given back before the provider call
+    ],
+)
+def test_which_attempts_count_against_the_retry_budget(event: Event, spent: bool) -> None:
+    assert spends_attempt(event) is spent

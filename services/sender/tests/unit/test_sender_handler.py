@@ -221,6 +221,7 @@ async def test_configuration_error_returns_the_job_to_pending() -> None:
     store, provider = FakeJobStore(claimed()), FakeProvider({"a@example.com": error})
     assert await make_handler(store, provider).handle(1) is JobState.PENDING
     assert store.records[0].error_kind == "configuration"
+    assert store.records[0].attempt_spent is False  # a pause never spends the retry budget
 
 
 async def test_an_unrenderable_pinned_template_dead_letters_the_job_and_sends_nothing() -> None:

@@ -237,10 +237,7 @@ class PiccoloJobStore:
         template = record.template
         return (
             record.state.value,
-            # Back to pending from processing is a configuration error (our setup, not the recipient's
-            # fate): the attempt is given back, as a released claim's is, so pauses never spend the
-            # retry budget into dead-letter (issue 7: "nothing is burned into dead-letter").
-            record.state is JobState.PENDING,
+            not record.attempt_spent,  # given back, as a released claim's is (delivery.spends_attempt)
             record.next_attempt_at,
             record.decision,
             record.error_kind,

@@ -3,9 +3,10 @@
 The claim is one compare-and-set statement: it moves the job from ``pending`` to ``processing`` (attempt
 + 1, a lease) and, in the same round trip, reads what sending needs (the subscription's address and
 consent, the variant's title, the shop, its retry rules). No row comes back when another sender, or an
-earlier delivery of the same batch, got there first. A job claimed was published, so it is enqueued at the
-latest now: a retry claimed before the scheduler's enqueued mark committed (it publishes, then marks) gets
-``enqueued_at`` from its claim, instead of none and no queue-latency sample. The record is also guarded by
+earlier delivery of the same batch, got there first. A job claimed was published, so it was enqueued at the
+latest now: a retry claimed before the scheduler's enqueued mark committed (it publishes, then marks) is read
+as enqueued at its claim, instead of not at all and no queue-latency sample (the column keeps its writers:
+the dispatcher and the scheduler). The record is also guarded by
 ``state = 'processing'`` and the attempt number: a job whose lease was taken over is not overwritten, but
 its attempt is still logged.
 """
@@ -28,14 +29,14 @@ _CLAIM = """
 WITH claimed AS (
     UPDATE notification_jobs
        SET state = {}, attempt = attempt + 1, lease_until = now() + {}::int * interval '1 second',
-           provider_called_at = NULL, updated_at = now(), enqueued_at = COALESCE(enqueued_at, now())
+           provider_called_at = NULL, updated_at = now()
      WHERE id = {} AND state = {}
  RETURNING id, tenant, subscription, variant_id, channel, notification_key, attempt, traceparent, template,
            enqueued_at
 )
 SELECT c.id, c.tenant, c.subscription, c.variant_id, c.channel, c.notification_key, c.attempt,
        c.traceparent, t.shop_domain, s.email, s.state AS subscription_state, s.unsubscribed_at,
-       s.phone, s.locale, c.template, c.enqueued_at, s.fulfilled_at,
+       s.phone, s.locale, c.template, COALESCE(c.enqueued_at, now()) AS enqueued_at, s.fulfilled_at,
        (SELECT i.title FROM inventory_items i
          WHERE i.tenant = c.tenant AND i.variant_id = c.variant_id ORDER BY i.id LIMIT 1) AS product_title,
        r.body AS rules

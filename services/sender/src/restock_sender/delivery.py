@@ -328,6 +328,7 @@ LEASE_EXPIRY: dict[Channel, LeaseExpiry] = {
     "sms": LeaseExpiry.ASK_PROVIDER,
 }
 
+UNRENDERABLE_DECISION = "template-error"  # the decision of a job dead-lettered by ``unrenderable``
 LEASE_EXPIRED_DECISION = "lease-expired"
 LEASE_EXPIRED_DETAIL = "lease expired after the provider call started; outcome unknown"
 # Every channel: a lease that ended before the provider-call mark (ADR 21) proves nothing was sent.

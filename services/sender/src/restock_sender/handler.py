@@ -32,6 +32,7 @@ from restock_common.telemetry import current_trace_id
 from restock_sender.admission import CHANNEL_PAUSED, Admission, Admit
 from restock_sender.call_window import CallWindow, Waiter
 from restock_sender.delivery import (
+    UNRENDERABLE_DECISION,
     Classification,
     Decision,
     Event,
@@ -66,8 +67,6 @@ from restock_sender.templates import restock_variables
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("restock.sender")
-
-TEMPLATE_ERROR = "template-error"  # the decision of a job whose pinned template does not render
 
 
 def _job_context(job: ClaimedJob) -> otel_context.Context | None:
@@ -277,7 +276,7 @@ class JobHandler:
                 job,
                 Decision(Event.UNRENDERABLE),
                 started,
-                decision_note=TEMPLATE_ERROR,
+                decision_note=UNRENDERABLE_DECISION,
                 variables=variables,
                 error_kind="configuration",
                 error_detail=str(error)[:2000],

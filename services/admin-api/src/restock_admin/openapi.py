@@ -59,6 +59,8 @@ def html(description: str) -> ResponseSpec:
 
 
 TOO_LARGE = error("The body is over the route's cap: refused, nothing done.")
+# The cap of a JSON body (signups, replays), far above any valid one; form bodies have their routers' own.
+MAX_JSON_BODY_BYTES = 64 * 1024
 
 
 def string(description: str, **constraints: Any) -> Schema:

@@ -23,12 +23,11 @@ from restock_admin.jobs.schemas import (
     ReplayRequest,
 )
 from restock_admin.jobs.services import JobService
-from restock_admin.openapi import TOO_LARGE, error
+from restock_admin.openapi import MAX_JSON_BODY_BYTES, TOO_LARGE, error
 from restock_admin.staff.guard import PERMISSION, Guard, Staff, staff_of
 from restock_admin.staff.roles import Permission
 from restock_common.jobs import NEEDS_AN_OPERATOR, JobState
 
-MAX_BODY_BYTES = 64 * 1024
 SECURITY_SCHEME = "shopifySessionToken"
 SECURITY_COMPONENTS = Components(
     security_schemes={
@@ -102,5 +101,5 @@ def admin_router(jobs: JobService, guard: Guard) -> Router:
             "jobs": Provide(lambda: jobs, sync_to_thread=False, use_cache=True),
             "staff": Provide(staff_of, sync_to_thread=False),
         },
-        request_max_body_size=MAX_BODY_BYTES,
+        request_max_body_size=MAX_JSON_BODY_BYTES,
     )

@@ -26,7 +26,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, QueryParameter
 
-from restock_admin.openapi import TOO_LARGE, error, operation_with, query
+from restock_admin.openapi import MAX_JSON_BODY_BYTES, TOO_LARGE, error, operation_with, query
 from restock_admin.storefront.proxy_auth import ProxyVerdict, check_proxy_request
 from restock_admin.storefront.schemas import SubscribeRequest, SubscriptionOut, ViewBeacon
 from restock_admin.storefront.services import (
@@ -38,8 +38,6 @@ from restock_admin.storefront.services import (
     ViewService,
 )
 from restock_admin.storefront.signup import ConsentMissing, SignupRejected, client_ip
-
-MAX_BODY_BYTES = 64 * 1024
 
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
 
@@ -179,5 +177,5 @@ def storefront_router(
             "views": Provide(lambda: views, sync_to_thread=False, use_cache=True),
             "trusted_hops": Provide(lambda: trusted_hops, sync_to_thread=False, use_cache=True),
         },
-        request_max_body_size=MAX_BODY_BYTES,
+        request_max_body_size=MAX_JSON_BODY_BYTES,
     )
